@@ -1,0 +1,98 @@
+//! Ancillary data of received datagrams: the kernel's receive timestamp
+//! (SO_TIMESTAMPNS) and its socket drop counter (SO_RXQ_OVFL).
+//!
+//! Parsed from a byte slice rather than through a `msghdr`, so the same
+//! code serves recvmmsg's control buffers and io_uring's provided buffers.
+
+use std::mem::size_of;
+
+/// A receive timestamp from the kernel, in the realtime clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp {
+    /// Seconds since the Unix epoch.
+    pub sec: i64,
+    /// Nanoseconds within the second.
+    pub nsec: u32,
+}
+
+impl Timestamp {
+    /// Seconds since the epoch as a float, as Zeek shows times.
+    pub fn as_secs_f64(&self) -> f64 {
+        self.sec as f64 + f64::from(self.nsec) * 1e-9
+    }
+}
+
+/// What one datagram's control data said.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ancillary {
+    /// When the kernel received the datagram.
+    pub timestamp: Option<Timestamp>,
+    /// The socket's cumulative drop counter when the datagram was queued.
+    pub drops: Option<u32>,
+}
+
+/// Room for both messages we ask for, with alignment slack.
+pub const CONTROL_LEN: usize = 64;
+
+const HDR_LEN: usize = size_of::<libc::cmsghdr>();
+
+fn align(len: usize) -> usize {
+    let a = size_of::<usize>();
+    (len + a - 1) & !(a - 1)
+}
+
+/// Walks the control messages in `control`; unknown ones are skipped and a
+/// malformed tail ends the walk.
+pub fn parse(control: &[u8]) -> Ancillary {
+    let mut out = Ancillary::default();
+    let mut at = 0;
+    while at + HDR_LEN <= control.len() {
+        // SAFETY: HDR_LEN bytes are in bounds; read_unaligned has no alignment needs.
+        let hdr: libc::cmsghdr =
+            unsafe { std::ptr::read_unaligned(control.as_ptr().add(at).cast()) };
+        let len = hdr.cmsg_len as usize;
+        if len < HDR_LEN || at + len > control.len() {
+            break;
+        }
+        let data = &control[at + align(HDR_LEN)..at + len.max(align(HDR_LEN))];
+        if hdr.cmsg_level == libc::SOL_SOCKET {
+            match hdr.cmsg_type {
+                libc::SCM_TIMESTAMPNS => out.timestamp = timespec(data),
+                libc::SCM_TIMESTAMP => out.timestamp = timeval(data),
+                libc::SO_RXQ_OVFL => out.drops = u32_at(data),
+                _ => {}
+            }
+        }
+        at += align(len);
+    }
+    out
+}
+
+fn timespec(data: &[u8]) -> Option<Timestamp> {
+    if data.len() < size_of::<libc::timespec>() {
+        return None;
+    }
+    // SAFETY: length checked above; read_unaligned has no alignment needs.
+    let ts: libc::timespec = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+    Some(Timestamp {
+        sec: ts.tv_sec,
+        nsec: ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    })
+}
+
+fn timeval(data: &[u8]) -> Option<Timestamp> {
+    if data.len() < size_of::<libc::timeval>() {
+        return None;
+    }
+    // SAFETY: length checked above; read_unaligned has no alignment needs.
+    let tv: libc::timeval = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+    Some(Timestamp {
+        sec: tv.tv_sec,
+        nsec: (tv.tv_usec.clamp(0, 999_999) * 1000) as u32,
+    })
+}
+
+fn u32_at(data: &[u8]) -> Option<u32> {
+    let bytes: [u8; 4] = data.get(..4)?.try_into().ok()?;
+    Some(u32::from_ne_bytes(bytes))
+}

@@ -1,0 +1,323 @@
+//! The interface path: what follows `udp::` in `zeek -i udp::...`.
+//!
+//! Grammar: `<addr>:<port>[:<option>]*`, where `<addr>` is an IPv4 address or
+//! a bracketed IPv6 address (optionally with a `%zone`), and each option is a
+//! keyword or `key=value`. Options are separated by `:`; a colon inside `[...]`
+//! does not separate, so later options can carry IPv6 values.
+//!
+//! Everything the C++ plugin zeek/zeek-packet-source-udp accepts is accepted
+//! with the same meaning. Keywords are matched case-insensitively.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use crate::link::LinkType;
+
+/// How the UDP payload wraps the packet that Zeek should see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encap {
+    /// RFC 7348 VXLAN: 8-byte header, Ethernet inside.
+    Vxlan,
+    /// RFC 8926 GENEVE: header plus options; the protocol type says what follows.
+    Geneve,
+    /// GENEVE carrying IP/UDP/VXLAN, as AWS GWLB delivers VPC Traffic Mirroring.
+    GeneveVxlan,
+    /// The UDP payload is the packet (same as `skip=0`).
+    Raw,
+    /// Drop this many leading bytes of the UDP payload.
+    Skip(u16),
+}
+
+impl Encap {
+    /// The token that selects this encapsulation in a path.
+    pub fn token(&self) -> String {
+        match self {
+            Encap::Vxlan => "vxlan".into(),
+            Encap::Geneve => "geneve".into(),
+            Encap::GeneveVxlan => "geneve+vxlan".into(),
+            Encap::Raw => "raw".into(),
+            Encap::Skip(n) => format!("skip={n}"),
+        }
+    }
+}
+
+impl fmt::Display for Encap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.token())
+    }
+}
+
+/// A parsed interface path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourcePath {
+    /// The address and port to bind.
+    pub addr: SocketAddr,
+    /// The tunnel encapsulation to strip.
+    pub encap: Encap,
+    /// The link type of the inner packet (GENEVE may override it per packet).
+    pub link_type: LinkType,
+}
+
+/// A path that could not be parsed. The message names the offending token
+/// and says what was expected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid path '{path}': {problem}")]
+pub struct PathError {
+    /// The whole path as given.
+    pub path: String,
+    /// What was wrong with it.
+    pub problem: String,
+}
+
+const ENCAPS: &str = "vxlan, geneve, geneve+vxlan, raw or skip=<N>";
+const EXAMPLE: &str = "e.g. udp::0.0.0.0:4789:vxlan or udp::[::1]:6081:geneve:dlt=raw";
+
+/// Parses a path, with or without the `udp::` prefix.
+pub fn parse(path: &str) -> Result<SourcePath, PathError> {
+    let body = strip_prefix(path);
+    parse_body(body).map_err(|problem| PathError {
+        path: path.to_string(),
+        problem,
+    })
+}
+
+fn strip_prefix(path: &str) -> &str {
+    match path.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("udp::") => &path[5..],
+        _ => path,
+    }
+}
+
+fn parse_body(body: &str) -> Result<SourcePath, String> {
+    if body.is_empty() {
+        return Err(format!(
+            "empty path: expected <addr>:<port>[:<option>...], {EXAMPLE}"
+        ));
+    }
+    let (ip, rest) = split_addr(body)?;
+    let (port_tok, opts) = match rest.split_once(':') {
+        Some((p, o)) => (p, Some(o)),
+        None => (rest, None),
+    };
+    let port = parse_port(port_tok)?;
+    let addr = match ip {
+        Host::V4(ip) => SocketAddr::V4(SocketAddrV4::new(ip, port)),
+        Host::V6(ip, scope) => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope)),
+    };
+    let mut options = Options::default();
+    if let Some(opts) = opts {
+        for tok in split_options(opts) {
+            options.apply(tok)?;
+        }
+    }
+    Ok(SourcePath {
+        addr,
+        encap: options.encap.unwrap_or(Encap::Vxlan),
+        link_type: options.link_type.unwrap_or(LinkType::En10Mb),
+    })
+}
+
+/// A listen address before the port is known; IPv6 keeps its zone index.
+enum Host {
+    V4(Ipv4Addr),
+    V6(Ipv6Addr, u32),
+}
+
+/// Splits `<addr>` off the front; returns the address and what follows its `:`.
+fn split_addr(body: &str) -> Result<(Host, &str), String> {
+    if let Some(after) = body.strip_prefix('[') {
+        let Some((inner, rest)) = after.split_once(']') else {
+            return Err(format!(
+                "IPv6 address '{body}' has no closing ']': expected [<ipv6>]:<port>, e.g. [::1]:6081"
+            ));
+        };
+        let (ip, scope) = parse_v6(inner)?;
+        if rest.is_empty() {
+            return Err(missing_port(body));
+        }
+        let Some(rest) = rest.strip_prefix(':') else {
+            return Err(format!(
+                "unexpected '{rest}' after IPv6 address '[{inner}]': expected ':<port>'"
+            ));
+        };
+        return Ok((Host::V6(ip, scope), rest));
+    }
+    let Some((addr, rest)) = body.split_once(':') else {
+        return Err(missing_port(body));
+    };
+    match addr.parse::<Ipv4Addr>() {
+        Ok(ip) => Ok((Host::V4(ip), rest)),
+        Err(_) if addr.parse::<Ipv6Addr>().is_ok() || body.matches(':').count() > 2 => Err(
+            format!("bad IPv4 address '{addr}': an IPv6 address goes in brackets, e.g. [::1]:6081"),
+        ),
+        Err(_) => Err(format!(
+            "bad IPv4 address '{addr}': expected four dotted numbers such as 0.0.0.0 or 127.0.0.1"
+        )),
+    }
+}
+
+fn missing_port(body: &str) -> String {
+    format!("missing port after '{body}': expected <addr>:<port>, {EXAMPLE}")
+}
+
+fn parse_v6(inner: &str) -> Result<(Ipv6Addr, u32), String> {
+    let (ip_str, zone) = match inner.split_once('%') {
+        Some((ip, zone)) => (ip, Some(zone)),
+        None => (inner, None),
+    };
+    let ip: Ipv6Addr = ip_str.parse().map_err(|_| {
+        format!("bad IPv6 address '{inner}': expected e.g. [::], [::1] or [fe80::1%eth0]")
+    })?;
+    let scope = match zone {
+        None => 0,
+        Some(zone) => parse_zone(zone, inner)?,
+    };
+    Ok((ip, scope))
+}
+
+fn parse_zone(zone: &str, inner: &str) -> Result<u32, String> {
+    if zone.is_empty() {
+        return Err(format!(
+            "empty zone in IPv6 address '{inner}': expected an interface name or index after '%'"
+        ));
+    }
+    if let Ok(index) = zone.parse::<u32>() {
+        return Ok(index);
+    }
+    let name = std::ffi::CString::new(zone)
+        .map_err(|_| format!("bad zone '{zone}' in IPv6 address '{inner}'"))?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(format!(
+            "unknown interface '{zone}' in IPv6 address '{inner}': expected the name of a local interface (see `ip link`)"
+        ));
+    }
+    Ok(index)
+}
+
+fn parse_port(tok: &str) -> Result<u16, String> {
+    let bad = || format!("bad port '{tok}': expected a number from 1 to 65535");
+    if tok.is_empty() || !tok.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match tok.parse::<u32>() {
+        Ok(p @ 1..=65535) => Ok(p as u16),
+        _ => Err(bad()),
+    }
+}
+
+/// Splits options at `:` outside of brackets.
+fn split_options(opts: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (i, c) in opts.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            ':' if depth == 0 => {
+                out.push(&opts[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&opts[start..]);
+    out
+}
+
+/// Options seen so far; each kind may appear once.
+#[derive(Default)]
+struct Options {
+    encap: Option<Encap>,
+    encap_token: String,
+    link_type: Option<LinkType>,
+    link_token: String,
+}
+
+impl Options {
+    fn apply(&mut self, tok: &str) -> Result<(), String> {
+        let lower = tok.to_ascii_lowercase();
+        let (key, value) = match lower.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (lower.as_str(), None),
+        };
+        match (key, value) {
+            ("vxlan", None) => self.set_encap(Encap::Vxlan, tok),
+            ("geneve", None) => self.set_encap(Encap::Geneve, tok),
+            ("geneve+vxlan", None) => self.set_encap(Encap::GeneveVxlan, tok),
+            ("raw", None) => self.set_encap(Encap::Raw, tok),
+            ("skip", v) => self.set_encap(Encap::Skip(parse_skip(tok, v)?), tok),
+            ("dlt", Some(v)) => self.set_link(parse_dlt(tok, v)?, tok),
+            ("dlt", None) => Err(format!(
+                "link type '{tok}' without a value: expected dlt=en10mb, dlt=raw or dlt=ppp"
+            )),
+            ("", None) => Err(format!(
+                "empty option (a doubled or trailing ':'): expected {ENCAPS} or dlt=<type>"
+            )),
+            _ => Err(format!(
+                "unknown option '{tok}': expected {ENCAPS}, or dlt=en10mb|raw|ppp"
+            )),
+        }
+    }
+
+    fn set_encap(&mut self, encap: Encap, tok: &str) -> Result<(), String> {
+        if self.encap.is_some() {
+            return Err(format!(
+                "duplicate encapsulation '{tok}': '{}' was already given; use at most one of {ENCAPS}",
+                self.encap_token
+            ));
+        }
+        self.encap = Some(encap);
+        self.encap_token = tok.to_string();
+        Ok(())
+    }
+
+    fn set_link(&mut self, link: LinkType, tok: &str) -> Result<(), String> {
+        if self.link_type.is_some() {
+            return Err(format!(
+                "duplicate link type '{tok}': '{}' was already given; use at most one dlt=",
+                self.link_token
+            ));
+        }
+        self.link_type = Some(link);
+        self.link_token = tok.to_string();
+        Ok(())
+    }
+}
+
+fn parse_skip(tok: &str, value: Option<&str>) -> Result<u16, String> {
+    let digits = value.unwrap_or_default();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "skip without a number in '{tok}': expected skip=<N> with N from 0 to 65535, e.g. skip=8"
+        ));
+    }
+    digits.parse::<u16>().map_err(|_| {
+        format!("skip count in '{tok}' is larger than any datagram: expected N from 0 to 65535")
+    })
+}
+
+fn parse_dlt(tok: &str, value: &str) -> Result<LinkType, String> {
+    match value {
+        "en10mb" => Ok(LinkType::En10Mb),
+        "raw" => Ok(LinkType::Raw),
+        "ppp" => Ok(LinkType::Ppp),
+        _ => Err(format!(
+            "unknown link type '{tok}': expected dlt=en10mb, dlt=raw or dlt=ppp"
+        )),
+    }
+}
+
+impl fmt::Display for SourcePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:dlt={}",
+            self.addr,
+            self.encap,
+            self.link_type.token()
+        )
+    }
+}

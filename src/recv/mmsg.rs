@@ -1,0 +1,183 @@
+//! The recvmmsg(2) receiver: one syscall fills up to `batch` preallocated
+//! buffers; datagrams are then lent out one by one without copying.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::RawFd;
+
+use super::{Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
+use crate::cmsg::{self, CONTROL_LEN};
+
+/// Control buffers are `u64`s so each is aligned for `cmsghdr`.
+const CONTROL_WORDS: usize = CONTROL_LEN / 8;
+
+/// Receives batches with recvmmsg(2).
+pub struct MmsgReceiver {
+    fd: RawFd,
+    buffer_size: usize,
+    buffers: Box<[u8]>,
+    control: Box<[u64]>,
+    names: Box<[libc::sockaddr_storage]>,
+    /// Never read: kept alive because `headers` point into it.
+    _iovecs: Box<[libc::iovec]>,
+    headers: Box<[libc::mmsghdr]>,
+    /// Datagrams in the current batch.
+    filled: usize,
+    /// Index of the next datagram to lend out.
+    next: usize,
+    /// Index of the datagram lent out, if any.
+    current: Option<usize>,
+}
+
+// SAFETY: the raw pointers in `iovecs` and `headers` point into boxed slices
+// owned by the same struct; nothing else aliases them.
+unsafe impl Send for MmsgReceiver {}
+
+impl MmsgReceiver {
+    /// `batch` datagrams of at most `buffer_size` bytes each per syscall.
+    pub fn new(fd: RawFd, batch: usize, buffer_size: usize) -> Self {
+        let batch = batch.max(1);
+        let buffer_size = buffer_size.max(1);
+        let mut buffers = vec![0u8; batch * buffer_size].into_boxed_slice();
+        let mut control = vec![0u64; batch * CONTROL_WORDS].into_boxed_slice();
+        // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+        let mut names =
+            vec![unsafe { zeroed::<libc::sockaddr_storage>() }; batch].into_boxed_slice();
+        let mut iovecs: Box<[libc::iovec]> = (0..batch)
+            .map(|i| libc::iovec {
+                iov_base: buffers[i * buffer_size..].as_mut_ptr().cast(),
+                iov_len: buffer_size,
+            })
+            .collect();
+        let headers = (0..batch)
+            .map(|i| {
+                // SAFETY: mmsghdr is plain data; all-zero is a valid value.
+                let mut h: libc::mmsghdr = unsafe { zeroed() };
+                h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_iov = &mut iovecs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_control = control[i * CONTROL_WORDS..].as_mut_ptr().cast();
+                h
+            })
+            .collect();
+        let mut rx = MmsgReceiver {
+            fd,
+            buffer_size,
+            buffers,
+            control,
+            names,
+            _iovecs: iovecs,
+            headers,
+            filled: 0,
+            next: 0,
+            current: None,
+        };
+        rx.reset_headers(batch);
+        rx
+    }
+
+    /// The kernel overwrites name and control lengths; restore them.
+    fn reset_headers(&mut self, count: usize) {
+        for h in &mut self.headers[..count] {
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_controllen = CONTROL_LEN;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+    }
+
+    /// Fetches a new batch; returns how many datagrams arrived.
+    fn fill(&mut self) -> io::Result<usize> {
+        self.reset_headers(self.filled);
+        self.filled = 0;
+        self.next = 0;
+        // MSG_TRUNC makes msg_len the datagram's real length, so truncation
+        // is visible and the true size is known.
+        // SAFETY: headers point into buffers owned by self, sized as declared.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd,
+                self.headers.as_mut_ptr(),
+                self.headers.len() as libc::c_uint,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(err),
+            };
+        }
+        self.filled = n as usize;
+        Ok(self.filled)
+    }
+
+    fn meta(&self, i: usize) -> RecvMeta {
+        let h = &self.headers[i].msg_hdr;
+        let wire_len = self.headers[i].msg_len as usize;
+        let control_len = h.msg_controllen.min(CONTROL_LEN);
+        // SAFETY: the control buffer is CONTROL_LEN bytes of initialised u64s.
+        let control: &[u8] = unsafe {
+            std::slice::from_raw_parts(
+                self.control[i * CONTROL_WORDS..].as_ptr().cast(),
+                control_len,
+            )
+        };
+        let name_len = (h.msg_namelen as usize).min(size_of::<libc::sockaddr_storage>());
+        // SAFETY: sockaddr_storage is plain data of at least name_len bytes.
+        let name: &[u8] = unsafe {
+            std::slice::from_raw_parts(
+                (&self.names[i] as *const libc::sockaddr_storage).cast(),
+                name_len,
+            )
+        };
+        RecvMeta {
+            captured: wire_len.min(self.buffer_size),
+            wire_len,
+            ancillary: cmsg::parse(control),
+            peer: peer_from_bytes(name),
+        }
+    }
+}
+
+impl Receiver for MmsgReceiver {
+    fn next(&mut self) -> io::Result<Option<RecvMeta>> {
+        self.current = None;
+        if self.next >= self.filled && self.fill()? == 0 {
+            return Ok(None);
+        }
+        let i = self.next;
+        self.next += 1;
+        self.current = Some(i);
+        Ok(Some(self.meta(i)))
+    }
+
+    fn current(&self) -> &[u8] {
+        match self.current {
+            Some(i) => {
+                let len = (self.headers[i].msg_len as usize).min(self.buffer_size);
+                &self.buffers[i * self.buffer_size..i * self.buffer_size + len]
+            }
+            None => &[],
+        }
+    }
+
+    fn release(&mut self) {
+        // A buffer is reused only by the next fill, after the whole batch.
+        self.current = None;
+    }
+
+    fn wait_fd(&self) -> RawFd {
+        self.fd
+    }
+
+    fn has_pending(&self) -> bool {
+        self.next < self.filled
+    }
+
+    fn kind(&self) -> ReceiverKind {
+        ReceiverKind::Recvmmsg
+    }
+}

@@ -1,0 +1,117 @@
+//! Receivers: how datagrams get from the socket into user space. Both
+//! implementations lend out one datagram at a time from preallocated buffers;
+//! the borrow ends with [`Receiver::release`].
+
+use std::io;
+use std::mem::size_of;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+use crate::cmsg::Ancillary;
+
+pub mod mmsg;
+pub mod uring;
+
+pub use mmsg::MmsgReceiver;
+pub use uring::UringReceiver;
+
+/// Which receiver to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReceiverKind {
+    /// Batches of `recvmmsg(2)`.
+    #[default]
+    Recvmmsg,
+    /// io_uring multishot recvmsg with a provided-buffer ring.
+    IoUring,
+}
+
+impl ReceiverKind {
+    /// Its name in settings and statistics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReceiverKind::Recvmmsg => "recvmmsg",
+            ReceiverKind::IoUring => "io_uring",
+        }
+    }
+
+    /// Parses `recvmmsg` / `io_uring` (also `io-uring`, `iouring`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "recvmmsg" => Some(ReceiverKind::Recvmmsg),
+            "io_uring" | "io-uring" | "iouring" | "uring" => Some(ReceiverKind::IoUring),
+            _ => None,
+        }
+    }
+}
+
+/// One datagram as the receiver saw it; its bytes are [`Receiver::current`].
+#[derive(Clone, Copy, Debug)]
+pub struct RecvMeta {
+    /// Bytes received into the buffer.
+    pub captured: usize,
+    /// The datagram's full length; larger than `captured` when truncated.
+    pub wire_len: usize,
+    /// The kernel's timestamp and drop counter.
+    pub ancillary: Ancillary,
+    /// The sender's address.
+    pub peer: Option<SocketAddr>,
+}
+
+impl RecvMeta {
+    /// The datagram did not fit its buffer.
+    pub fn truncated(&self) -> bool {
+        self.captured < self.wire_len
+    }
+}
+
+/// A source of datagrams from one socket.
+pub trait Receiver: Send {
+    /// The next datagram, releasing the previous one if the caller has not.
+    /// `Ok(None)`: nothing is waiting. An error is reported and not fatal:
+    /// the next call tries again.
+    fn next(&mut self) -> io::Result<Option<RecvMeta>>;
+
+    /// The bytes of the datagram that `next` returned last (empty if none).
+    fn current(&self) -> &[u8];
+
+    /// Gives the current datagram's buffer back.
+    fn release(&mut self);
+
+    /// A descriptor that becomes readable when `next` would find something.
+    fn wait_fd(&self) -> RawFd;
+
+    /// Datagrams are already waiting in user space: `next` needs no syscall.
+    fn has_pending(&self) -> bool;
+
+    /// Which implementation this is.
+    fn kind(&self) -> ReceiverKind;
+}
+
+/// Converts a `sockaddr` the kernel wrote into `name` to a `SocketAddr`;
+/// IPv4-mapped IPv6 addresses come back as IPv4.
+pub(crate) fn peer_from_bytes(name: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes(name.get(..2)?.try_into().ok()?);
+    match i32::from(family) {
+        libc::AF_INET if name.len() >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: length checked; read_unaligned has no alignment needs.
+            let sin: libc::sockaddr_in = unsafe { std::ptr::read_unaligned(name.as_ptr().cast()) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if name.len() >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: length checked; read_unaligned has no alignment needs.
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read_unaligned(name.as_ptr().cast()) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Some(match ip.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+                None => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, sin6.sin6_scope_id)),
+            })
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,413 @@
+//! The io_uring receiver: one multishot `RecvMsg` fed from a provided-buffer
+//! ring. The kernel picks a buffer per datagram and posts a completion; a
+//! buffer goes back to the ring when its datagram is released.
+//!
+//! The ring is set up with DEFER_TASKRUN where the kernel has it: arriving
+//! datagrams only queue work and signal the eventfd once, and the work runs
+//! in bulk when we ask for completions, so a busy source reaps batches and an
+//! idle one sleeps on the eventfd. SINGLE_ISSUER needs one thread to own the
+//! ring, so the ring starts disabled and is enabled on first use, by whichever
+//! thread receives.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::{IoUring, cqueue, opcode, types};
+
+use super::{Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
+use crate::cmsg::{self, CONTROL_LEN};
+use crate::error::Error;
+
+/// The buffer group of our ring (one per io_uring instance).
+const BGID: u16 = 0;
+/// user_data of the multishot request.
+const RECV_TAG: u64 = 0x7564_7072;
+
+/// Settings of the io_uring receiver.
+#[derive(Clone, Copy, Debug)]
+pub struct UringConfig {
+    /// Submission queue entries.
+    pub sq_entries: u32,
+    /// Completion queue entries.
+    pub cq_entries: u32,
+    /// Provided buffers: a power of two, at most 32768.
+    pub buffers: u32,
+    /// Each buffer is `1 << buffer_shift` bytes, holding header, address,
+    /// control data and payload.
+    pub buffer_shift: u32,
+}
+
+impl Default for UringConfig {
+    fn default() -> Self {
+        UringConfig {
+            sq_entries: 2,
+            cq_entries: 256,
+            buffers: 1024,
+            buffer_shift: 14,
+        }
+    }
+}
+
+impl UringConfig {
+    fn check(&self) -> Result<(), Error> {
+        let bad = |name, problem: &str| {
+            Err(Error::Config {
+                name,
+                problem: problem.to_string(),
+            })
+        };
+        if !self.buffers.is_power_of_two() || self.buffers > 32768 {
+            return bad(
+                "io_uring_buffers",
+                &format!("{} is not a power of two from 1 to 32768", self.buffers),
+            );
+        }
+        if !(9..=20).contains(&self.buffer_shift) {
+            return bad(
+                "io_uring_buffer_shift",
+                &format!(
+                    "{} is outside 9..=20 (512 B to 1 MiB buffers)",
+                    self.buffer_shift
+                ),
+            );
+        }
+        if self.sq_entries == 0 || self.cq_entries < self.sq_entries {
+            return bad(
+                "io_uring_sq_entries/io_uring_cq_entries",
+                "need at least 1 sq entry and no fewer cq than sq entries",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The provided-buffer ring shared with the kernel.
+struct BufRing {
+    base: *mut types::BufRingEntry,
+    map_len: usize,
+    mask: u16,
+    tail: u16,
+}
+
+impl BufRing {
+    fn new(entries: u16) -> io::Result<Self> {
+        let map_len = usize::from(entries) * size_of::<types::BufRingEntry>();
+        // SAFETY: an anonymous private mapping; checked for MAP_FAILED below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(BufRing {
+            base: base.cast(),
+            map_len,
+            mask: entries - 1,
+            tail: 0,
+        })
+    }
+
+    /// Queues a buffer for the kernel; visible after [`BufRing::publish`].
+    fn push(&mut self, addr: *mut u8, len: u32, bid: u16) {
+        // SAFETY: the index is masked into the mapping.
+        let entry = unsafe { &mut *self.base.add(usize::from(self.tail & self.mask)) };
+        entry.set_addr(addr as u64);
+        entry.set_len(len);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail field lives in the first entry of our mapping and
+        // the kernel reads it atomically; u16 and AtomicU16 share layout.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.base).cast::<AtomicU16>();
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe { libc::munmap(self.base.cast(), self.map_len) };
+    }
+}
+
+/// The datagram lent out: which buffer, and where its payload sits.
+#[derive(Clone, Copy)]
+struct Lent {
+    bid: u16,
+    start: usize,
+    len: usize,
+}
+
+/// Receives with io_uring multishot recvmsg.
+pub struct UringReceiver {
+    // Field order is drop order: the ring (and the kernel's use of the
+    // buffers) goes before the buffer ring and the buffers.
+    ring: IoUring,
+    bufring: BufRing,
+    buffers: Box<[u8]>,
+    buffer_size: usize,
+    msghdr: Box<libc::msghdr>,
+    fd: RawFd,
+    eventfd: OwnedFd,
+    started: bool,
+    armed: bool,
+    deferred: bool,
+    current: Option<Lent>,
+    /// Completions were left in the CQ after the last `next`.
+    pending: bool,
+    /// Times the kernel found the buffer ring empty (it then waits in the
+    /// socket buffer until we re-arm, and may be dropped there).
+    pub ring_exhausted: u64,
+}
+
+// SAFETY: the raw pointers (buffer ring, msghdr) point into memory owned by
+// this struct; the ring itself is only used through &mut self.
+unsafe impl Send for UringReceiver {}
+
+impl UringReceiver {
+    /// Sets up the ring, the buffer ring and the eventfd for `fd`.
+    pub fn new(fd: RawFd, config: &UringConfig) -> Result<Self, Error> {
+        config.check()?;
+        let fail = |call| move |source| Error::IoUring { call, source };
+        let (ring, deferred) = build_ring(config).map_err(fail("io_uring_setup"))?;
+        let entries = config.buffers as u16;
+        let buffer_size = 1usize << config.buffer_shift;
+        let mut bufring = BufRing::new(entries).map_err(fail("mmap of the buffer ring"))?;
+        // SAFETY: the mapping lives in `bufring`, dropped after `ring`.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(bufring.base as u64, entries, BGID, 0)
+                .map_err(fail("IORING_REGISTER_PBUF_RING"))?;
+        }
+        let mut buffers = vec![0u8; usize::from(entries) * buffer_size].into_boxed_slice();
+        for bid in 0..entries {
+            let addr = buffers[usize::from(bid) * buffer_size..].as_mut_ptr();
+            bufring.push(addr, buffer_size as u32, bid);
+        }
+        bufring.publish();
+        let eventfd = new_eventfd().map_err(fail("eventfd"))?;
+        ring.submitter()
+            .register_eventfd(eventfd.as_raw_fd())
+            .map_err(fail("IORING_REGISTER_EVENTFD"))?;
+        // SAFETY: msghdr is plain data; only the two lengths matter here.
+        let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { zeroed() });
+        msghdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msghdr.msg_controllen = CONTROL_LEN;
+        Ok(UringReceiver {
+            ring,
+            bufring,
+            buffers,
+            buffer_size,
+            msghdr,
+            fd,
+            eventfd,
+            started: false,
+            armed: false,
+            deferred,
+            current: None,
+            pending: false,
+            ring_exhausted: 0,
+        })
+    }
+
+    /// Submits the multishot receive.
+    fn arm(&mut self) -> io::Result<()> {
+        if !self.started {
+            if self.deferred {
+                self.ring.submitter().register_enable_rings()?;
+            }
+            self.started = true;
+        }
+        let entry = opcode::RecvMsgMulti::new(types::Fd(self.fd), &*self.msghdr, BGID)
+            .flags(libc::MSG_TRUNC as u32)
+            .build()
+            .user_data(RECV_TAG);
+        // SAFETY: the msghdr and the buffers outlive the request (owned by self,
+        // dropped after the ring).
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            self.ring.submit()?;
+            // SAFETY: as above.
+            unsafe { self.ring.submission().push(&entry) }
+                .map_err(|_| io::Error::other("io_uring submission queue is full"))?;
+        }
+        self.ring.submit()?;
+        self.armed = true;
+        Ok(())
+    }
+
+    /// Runs deferred work and flushes overflowed completions into the CQ.
+    fn reap(&mut self) -> io::Result<()> {
+        let sq = self.ring.submission();
+        if sq.taskrun() || sq.cq_overflow() {
+            drop(sq);
+            self.ring.submit()?;
+        }
+        Ok(())
+    }
+
+    /// The next completion, looking harder only when the CQ is empty.
+    fn pop(&mut self) -> io::Result<Option<cqueue::Entry>> {
+        if let Some(cqe) = self.ring.completion().next() {
+            return Ok(Some(cqe));
+        }
+        self.reap()?;
+        if let Some(cqe) = self.ring.completion().next() {
+            return Ok(Some(cqe));
+        }
+        // About to report "nothing": clear the eventfd first, then look once
+        // more, so work that raced with the clearing is not slept through.
+        self.drain_eventfd();
+        self.reap()?;
+        Ok(self.ring.completion().next())
+    }
+
+    fn drain_eventfd(&self) {
+        let mut value = 0u64;
+        // SAFETY: reads 8 bytes into a live u64; the fd is non-blocking.
+        unsafe {
+            libc::read(
+                self.eventfd.as_raw_fd(),
+                (&mut value as *mut u64).cast(),
+                size_of::<u64>(),
+            )
+        };
+    }
+
+    fn recycle(&mut self, bid: u16) {
+        let addr = self.buffers[usize::from(bid) * self.buffer_size..].as_mut_ptr();
+        self.bufring.push(addr, self.buffer_size as u32, bid);
+        self.bufring.publish();
+    }
+
+    /// Turns a successful completion into a lent datagram.
+    fn lend(&mut self, bid: u16, used: usize) -> Option<RecvMeta> {
+        let base = usize::from(bid) * self.buffer_size;
+        let buf = &self.buffers[base..base + used.min(self.buffer_size)];
+        let out = types::RecvMsgOut::parse(buf, &self.msghdr).ok()?;
+        let payload = out.payload_data();
+        let start = payload.as_ptr() as usize - self.buffers.as_ptr() as usize;
+        self.pending = !self.ring.completion().is_empty();
+        let meta = RecvMeta {
+            captured: payload.len(),
+            wire_len: (out.incoming_payload_len() as usize).max(payload.len()),
+            ancillary: cmsg::parse(out.control_data()),
+            peer: peer_from_bytes(out.name_data()),
+        };
+        self.current = Some(Lent {
+            bid,
+            start,
+            len: payload.len(),
+        });
+        Some(meta)
+    }
+}
+
+fn build_ring(config: &UringConfig) -> io::Result<(IoUring, bool)> {
+    let deferred = IoUring::builder()
+        .setup_cqsize(config.cq_entries)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag()
+        .setup_r_disabled()
+        .build(config.sq_entries);
+    match deferred {
+        Ok(ring) => Ok((ring, true)),
+        // Kernels before 6.1 lack DEFER_TASKRUN; plain rings still work.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
+            .setup_cqsize(config.cq_entries)
+            .build(config.sq_entries)
+            .map(|ring| (ring, false)),
+        Err(e) => Err(e),
+    }
+}
+
+fn new_eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl Receiver for UringReceiver {
+    fn next(&mut self) -> io::Result<Option<RecvMeta>> {
+        self.release();
+        loop {
+            if !self.armed {
+                self.arm()?;
+            }
+            let Some(cqe) = self.pop()? else {
+                self.pending = false;
+                return Ok(None);
+            };
+            if !cqueue::more(cqe.flags()) {
+                self.armed = false;
+            }
+            let bid = cqueue::buffer_select(cqe.flags());
+            let result = cqe.result();
+            if result < 0 {
+                if let Some(bid) = bid {
+                    self.recycle(bid);
+                }
+                if result == -libc::ENOBUFS {
+                    // Every buffer was in use; they are back now, so re-arm.
+                    self.ring_exhausted += 1;
+                    continue;
+                }
+                return Err(io::Error::from_raw_os_error(-result));
+            }
+            let Some(bid) = bid else {
+                return Err(io::Error::other("io_uring completion without a buffer"));
+            };
+            match self.lend(bid, result as usize) {
+                Some(meta) => return Ok(Some(meta)),
+                None => {
+                    self.recycle(bid);
+                    return Err(io::Error::other(
+                        "io_uring completion too short for its recvmsg header",
+                    ));
+                }
+            }
+        }
+    }
+
+    fn current(&self) -> &[u8] {
+        match self.current {
+            Some(l) => &self.buffers[l.start..l.start + l.len],
+            None => &[],
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(lent) = self.current.take() {
+            self.recycle(lent.bid);
+        }
+    }
+
+    fn wait_fd(&self) -> RawFd {
+        self.eventfd.as_raw_fd()
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending
+    }
+
+    fn kind(&self) -> ReceiverKind {
+        ReceiverKind::IoUring
+    }
+}

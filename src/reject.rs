@@ -1,0 +1,84 @@
+//! Why a datagram was not delivered. Each reason has a stable name that is
+//! also the Zeek weird raised for it, so the names must never change.
+
+/// A reason to reject a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Reject {
+    /// The datagram had no payload at all.
+    EmptyDatagram = 0,
+    /// Shorter than the 8-byte VXLAN header.
+    VxlanTooShort,
+    /// VXLAN header without the I (valid VNI) flag.
+    VxlanNoIFlag,
+    /// Shorter than the 8-byte GENEVE base header.
+    GeneveTooShort,
+    /// GENEVE version other than 0.
+    GeneveVersion,
+    /// GENEVE option length runs past the end of the datagram.
+    GeneveOptionsTooLong,
+    /// geneve+vxlan: the IP header after GENEVE is truncated or malformed.
+    InnerIpBad,
+    /// geneve+vxlan: the packet after GENEVE is not UDP (or a later fragment).
+    InnerNotUdp,
+    /// skip=N with N at or beyond the datagram's length.
+    SkipBeyondDatagram,
+    /// A well-formed tunnel header with nothing inside.
+    EmptyInner,
+}
+
+impl Reject {
+    /// Number of reasons; the length of per-reason counter arrays.
+    pub const COUNT: usize = 10;
+
+    /// Every reason, in counter order.
+    pub const ALL: [Reject; Reject::COUNT] = [
+        Reject::EmptyDatagram,
+        Reject::VxlanTooShort,
+        Reject::VxlanNoIFlag,
+        Reject::GeneveTooShort,
+        Reject::GeneveVersion,
+        Reject::GeneveOptionsTooLong,
+        Reject::InnerIpBad,
+        Reject::InnerNotUdp,
+        Reject::SkipBeyondDatagram,
+        Reject::EmptyInner,
+    ];
+
+    /// Stable name, used for the Zeek weird, statistics and JSON keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reject::EmptyDatagram => "udp_empty_datagram",
+            Reject::VxlanTooShort => "vxlan_too_short",
+            Reject::VxlanNoIFlag => "vxlan_unset_I_flag",
+            Reject::GeneveTooShort => "geneve_too_short",
+            Reject::GeneveVersion => "geneve_invalid_version",
+            Reject::GeneveOptionsTooLong => "geneve_options_too_long",
+            Reject::InnerIpBad => "geneve_vxlan_bad_inner_ip",
+            Reject::InnerNotUdp => "geneve_vxlan_inner_not_udp",
+            Reject::SkipBeyondDatagram => "skip_beyond_datagram",
+            Reject::EmptyInner => "tunnel_without_inner_packet",
+        }
+    }
+
+    /// One line for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reject::EmptyDatagram => "zero-length UDP datagram",
+            Reject::VxlanTooShort => "datagram shorter than the 8-byte VXLAN header",
+            Reject::VxlanNoIFlag => "VXLAN header without the I flag (no valid VNI)",
+            Reject::GeneveTooShort => "datagram shorter than the 8-byte GENEVE header",
+            Reject::GeneveVersion => "GENEVE version is not 0",
+            Reject::GeneveOptionsTooLong => "GENEVE options run past the end of the datagram",
+            Reject::InnerIpBad => "IP header after GENEVE is truncated or malformed",
+            Reject::InnerNotUdp => "packet after GENEVE is not UDP (or not a first fragment)",
+            Reject::SkipBeyondDatagram => "skip=N reaches past the end of the datagram",
+            Reject::EmptyInner => "tunnel header with no packet inside",
+        }
+    }
+
+    /// Index into per-reason counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}

@@ -1,0 +1,138 @@
+//! The listening socket: SO_REUSEPORT so workers share a port, a large
+//! receive buffer, kernel timestamps and the kernel's drop counter.
+
+use std::io;
+use std::mem::size_of;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::error::Error;
+
+/// SO_MEMINFO and its array length (linux/sock_diag.h); not in every libc.
+const SO_MEMINFO: libc::c_int = 55;
+const SK_MEMINFO_VARS: usize = 9;
+
+/// The receive buffer that was asked for and the one the kernel granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecvBuffer {
+    /// Bytes asked for; 0 means the kernel's default.
+    pub requested: usize,
+    /// Bytes granted (the kernel reports double, for its bookkeeping; this is half of that).
+    pub granted: usize,
+}
+
+impl RecvBuffer {
+    /// A warning for people when the kernel granted less than asked.
+    pub fn warning(&self) -> Option<String> {
+        (self.requested > 0 && self.granted < self.requested).then(|| {
+            format!(
+                "udp receive buffer is {} bytes, less than the {} asked for: the kernel caps it at net.core.rmem_max; raise that (sysctl -w net.core.rmem_max={}) to avoid drops under bursts",
+                self.granted, self.requested, self.requested
+            )
+        })
+    }
+}
+
+/// A bound, non-blocking UDP socket ready for a receiver.
+#[derive(Debug)]
+pub struct Listener {
+    /// The socket.
+    pub socket: Socket,
+    /// Its receive buffer.
+    pub recv_buffer: RecvBuffer,
+}
+
+impl Listener {
+    /// Creates the socket, sets every option and binds it.
+    pub fn bind(addr: SocketAddr, recv_buffer: usize) -> Result<Listener, Error> {
+        let fail = |call| move |source| Error::Socket { addr, call, source };
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+            .map_err(fail("socket()"))?;
+        socket.set_nonblocking(true).map_err(fail("O_NONBLOCK"))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(fail("SO_REUSEADDR"))?;
+        socket.set_reuse_port(true).map_err(fail("SO_REUSEPORT"))?;
+        if addr.is_ipv6() {
+            // Explicit, so `[::]` does not depend on net.ipv6.bindv6only:
+            // it takes IPv4 (as v4-mapped) and IPv6 alike.
+            socket.set_only_v6(false).map_err(fail("IPV6_V6ONLY"))?;
+        }
+        let fd = socket.as_raw_fd();
+        setsockopt_int(fd, libc::SO_TIMESTAMPNS, 1).map_err(fail("SO_TIMESTAMPNS"))?;
+        setsockopt_int(fd, libc::SO_RXQ_OVFL, 1).map_err(fail("SO_RXQ_OVFL"))?;
+        let granted = size_recv_buffer(&socket, recv_buffer).map_err(fail("SO_RCVBUF"))?;
+        socket
+            .bind(&SockAddr::from(addr))
+            .map_err(|e| Error::bind(addr, e))?;
+        Ok(Listener {
+            socket,
+            recv_buffer: RecvBuffer {
+                requested: recv_buffer,
+                granted,
+            },
+        })
+    }
+
+    /// The address actually bound (port 0 resolves to the kernel's choice).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("socket has no inet address"))
+    }
+}
+
+/// Asks for `bytes` of receive buffer, forcing past rmem_max where the
+/// process may (CAP_NET_ADMIN), and returns what was granted.
+fn size_recv_buffer(socket: &Socket, bytes: usize) -> io::Result<usize> {
+    if bytes > 0 {
+        let want = bytes.min(i32::MAX as usize / 2);
+        socket.set_recv_buffer_size(want)?;
+        if socket.recv_buffer_size()? / 2 < want {
+            // Fails with EPERM without CAP_NET_ADMIN; the capped size stands.
+            let _ = setsockopt_int(socket.as_raw_fd(), libc::SO_RCVBUFFORCE, want as i32);
+        }
+    }
+    Ok(socket.recv_buffer_size()? / 2)
+}
+
+fn setsockopt_int(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: the option value points at a live c_int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The socket's cumulative drop counter (`sk_drops`) right now, read with
+/// SO_MEMINFO. Unlike SO_RXQ_OVFL it also sees drops after the last datagram
+/// that was received.
+pub fn kernel_drops(fd: RawFd) -> Option<u32> {
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = size_of::<[u32; SK_MEMINFO_VARS]>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are live and `len` is the size of `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize >= (libc::SK_MEMINFO_DROPS as usize + 1) * 4)
+        .then(|| info[libc::SK_MEMINFO_DROPS as usize])
+}

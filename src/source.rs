@@ -1,0 +1,252 @@
+//! A packet source: one socket, one receiver, one decapsulator, and the
+//! counters that account for every datagram.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+
+use crate::cmsg::Timestamp;
+use crate::decap::{Decapsulator, Inner};
+use crate::error::Error;
+use crate::link::LinkType;
+use crate::path::{self, SourcePath};
+use crate::recv::uring::UringConfig;
+use crate::recv::{MmsgReceiver, Receiver, ReceiverKind, RecvMeta, UringReceiver};
+use crate::reject::Reject;
+use crate::socket::{self, Listener, RecvBuffer};
+use crate::stats::{DropCounter, Stats};
+use crate::wire::GeneveOptions;
+
+/// Settings that are not part of the path (Zeek's `PacketSource::UDP::*`).
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Which receiver to use.
+    pub receiver: ReceiverKind,
+    /// SO_RCVBUF to ask for; 0 keeps the kernel's default.
+    pub recv_buffer_size: usize,
+    /// Datagrams per recvmmsg call.
+    pub recvmmsg_batch: usize,
+    /// Bytes per recvmmsg buffer; larger datagrams arrive truncated.
+    pub recvmmsg_buffer_size: usize,
+    /// io_uring settings.
+    pub uring: UringConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            receiver: ReceiverKind::Recvmmsg,
+            recv_buffer_size: 16 * 1024 * 1024,
+            recvmmsg_batch: 1024,
+            recvmmsg_buffer_size: 9216 + 32,
+            uring: UringConfig::default(),
+        }
+    }
+}
+
+/// A decapsulated packet, borrowed from the receiver until
+/// [`Source::done`] or the next [`Source::next_packet`].
+#[derive(Clone, Copy, Debug)]
+pub struct Packet<'a> {
+    /// The inner packet's captured bytes.
+    pub data: &'a [u8],
+    /// The inner packet's length on the wire (larger when truncated).
+    pub wire_len: usize,
+    /// The kernel's receive timestamp.
+    pub timestamp: Timestamp,
+    /// Link type of `data`.
+    pub link_type: LinkType,
+    /// VXLAN VNI, for `vxlan` and `geneve+vxlan`.
+    pub vxlan_vni: Option<u32>,
+    /// GENEVE VNI, for `geneve` and `geneve+vxlan`.
+    pub geneve_vni: Option<u32>,
+    /// The raw GENEVE options area (empty if none).
+    pub geneve_options: &'a [u8],
+    /// Who sent the tunnel datagram.
+    pub peer: Option<SocketAddr>,
+}
+
+impl<'a> Packet<'a> {
+    /// The GENEVE options, one by one.
+    pub fn geneve_options(&self) -> GeneveOptions<'a> {
+        GeneveOptions::new(self.geneve_options)
+    }
+
+    /// The datagram did not fit its buffer; `data` is shorter than `wire_len`.
+    pub fn truncated(&self) -> bool {
+        self.data.len() < self.wire_len
+    }
+}
+
+/// What [`Source::next_event`] found.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A packet to analyse.
+    Packet(Packet<'a>),
+    /// A datagram was rejected (already counted and released).
+    Rejected(Reject),
+    /// Nothing is waiting.
+    Idle,
+}
+
+/// One datagram's fate, without borrows, so loops over it stay simple.
+enum Step {
+    Deliver(Inner, RecvMeta),
+    Reject(Reject),
+    Empty,
+}
+
+/// At most this many rejects are skipped in one [`Source::next_packet`], so a flood
+/// of garbage cannot keep the caller inside one call.
+const REJECTS_PER_CALL: usize = 4096;
+
+/// A UDP tunnel packet source.
+pub struct Source {
+    rx: Box<dyn Receiver>,
+    listener: Listener,
+    decap: Decapsulator,
+    path: SourcePath,
+    stats: Stats,
+    drops: DropCounter,
+    last_timestamp: Timestamp,
+}
+
+impl Source {
+    /// Parses `path` (with or without `udp::`) and opens it.
+    pub fn open(path: &str, config: &Config) -> Result<Source, Error> {
+        Source::open_path(path::parse(path)?, config)
+    }
+
+    /// Opens an already parsed path.
+    pub fn open_path(path: SourcePath, config: &Config) -> Result<Source, Error> {
+        let listener = Listener::bind(path.addr, config.recv_buffer_size)?;
+        let fd = listener.socket.as_raw_fd();
+        let rx: Box<dyn Receiver> = match config.receiver {
+            ReceiverKind::Recvmmsg => Box::new(MmsgReceiver::new(
+                fd,
+                config.recvmmsg_batch,
+                config.recvmmsg_buffer_size,
+            )),
+            ReceiverKind::IoUring => Box::new(UringReceiver::new(fd, &config.uring)?),
+        };
+        Ok(Source {
+            rx,
+            listener,
+            decap: Decapsulator::new(path.encap, path.link_type),
+            path,
+            stats: Stats::default(),
+            drops: DropCounter::default(),
+            last_timestamp: Timestamp::default(),
+        })
+    }
+
+    fn step(&mut self) -> io::Result<Step> {
+        let meta = match self.rx.next() {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Ok(Step::Empty),
+            Err(e) => {
+                self.stats.receive_errors += 1;
+                return Err(e);
+            }
+        };
+        if let Some(raw) = meta.ancillary.drops {
+            self.drops.observe(raw);
+        }
+        self.stats.count_datagram(meta.wire_len, meta.truncated());
+        match self.decap.decap(self.rx.current()) {
+            Ok(inner) => {
+                self.stats.delivered += 1;
+                Ok(Step::Deliver(inner, meta))
+            }
+            Err(reason) => {
+                self.stats.count_reject(reason);
+                self.rx.release();
+                Ok(Step::Reject(reason))
+            }
+        }
+    }
+
+    fn packet(&mut self, inner: Inner, meta: RecvMeta) -> Packet<'_> {
+        let timestamp = meta.ancillary.timestamp.unwrap_or(self.last_timestamp);
+        self.last_timestamp = timestamp;
+        let datagram = self.rx.current();
+        Packet {
+            data: &datagram[inner.offset..],
+            wire_len: meta.wire_len - inner.offset,
+            timestamp,
+            link_type: inner.link_type,
+            vxlan_vni: inner.vxlan_vni,
+            geneve_vni: inner.geneve_vni,
+            geneve_options: &datagram[inner.geneve_options],
+            peer: meta.peer,
+        }
+    }
+
+    /// The next packet, skipping (and counting) rejected datagrams.
+    /// `Ok(None)` when nothing is waiting. Errors are counted and not fatal.
+    pub fn next_packet(&mut self) -> io::Result<Option<Packet<'_>>> {
+        for _ in 0..REJECTS_PER_CALL {
+            match self.step()? {
+                Step::Deliver(inner, meta) => return Ok(Some(self.packet(inner, meta))),
+                Step::Reject(_) => continue,
+                Step::Empty => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Like [`Source::next_packet`], but reports each rejected datagram, so a
+    /// caller can raise a weird for it.
+    pub fn next_event(&mut self) -> io::Result<Event<'_>> {
+        Ok(match self.step()? {
+            Step::Deliver(inner, meta) => Event::Packet(self.packet(inner, meta)),
+            Step::Reject(reason) => Event::Rejected(reason),
+            Step::Empty => Event::Idle,
+        })
+    }
+
+    /// The caller is done with the packet from `next`; its buffer is reused.
+    pub fn done(&mut self) {
+        self.rx.release();
+    }
+
+    /// Counters, with the kernel's drop counter read fresh.
+    pub fn stats(&mut self) -> Stats {
+        if let Some(raw) = socket::kernel_drops(self.listener.socket.as_raw_fd()) {
+            self.drops.observe(raw);
+        }
+        self.stats.kernel_drops = self.drops.total();
+        self.stats
+    }
+
+    /// Readable when packets may be waiting: the socket for recvmmsg, the
+    /// eventfd for io_uring.
+    pub fn wait_fd(&self) -> RawFd {
+        self.rx.wait_fd()
+    }
+
+    /// Packets are waiting in user space; the next `next` makes no syscall.
+    pub fn has_pending(&self) -> bool {
+        self.rx.has_pending()
+    }
+
+    /// The bound address (with the real port when the path said 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The receive buffer asked for and granted.
+    pub fn recv_buffer(&self) -> RecvBuffer {
+        self.listener.recv_buffer
+    }
+
+    /// The parsed path.
+    pub fn path(&self) -> &SourcePath {
+        &self.path
+    }
+
+    /// Which receiver is in use.
+    pub fn receiver_kind(&self) -> ReceiverKind {
+        self.rx.kind()
+    }
+}

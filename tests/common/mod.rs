@@ -1,0 +1,159 @@
+//! Helpers shared by the integration tests: inner frames, senders and a
+//! collector that drains a source into owned packets.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use zeek_udp_source::{Config, LinkType, ReceiverKind, Source, Timestamp};
+
+/// Both receivers, for tests that must hold for each.
+pub fn receivers() -> [ReceiverKind; 2] {
+    [ReceiverKind::Recvmmsg, ReceiverKind::IoUring]
+}
+
+pub fn config(kind: ReceiverKind) -> Config {
+    Config {
+        receiver: kind,
+        // Small enough to be granted unprivileged, large enough for bursts.
+        recv_buffer_size: 1 << 20,
+        ..Config::default()
+    }
+}
+
+/// An Ethernet/IPv4/UDP frame whose payload is `payload_len` bytes tagged
+/// with `seq`, so frames differ and can be matched.
+pub fn eth_frame(seq: u32, payload_len: usize) -> Vec<u8> {
+    let mut payload = vec![0u8; payload_len.max(4)];
+    payload[..4].copy_from_slice(&seq.to_be_bytes());
+    for (i, b) in payload.iter_mut().enumerate().skip(4) {
+        *b = (i as u32 ^ seq) as u8;
+    }
+    let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .udp(40000 + (seq % 1000) as u16, 53);
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, &payload).expect("build frame");
+    out
+}
+
+/// A bare IPv6/TCP packet (no Ethernet), for `dlt=raw` and GENEVE-with-IP.
+pub fn ipv6_packet(seq: u32, payload_len: usize) -> Vec<u8> {
+    let payload: Vec<u8> = (0..payload_len.max(4))
+        .map(|i| (i as u32 ^ seq) as u8)
+        .collect();
+    let builder =
+        etherparse::PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64).tcp(443, 50000, seq, 1024);
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, &payload).expect("build packet");
+    out
+}
+
+pub fn link_of(frame: &[u8]) -> LinkType {
+    if frame[0] >> 4 == 6 && frame.len() > 40 && frame[6] == 6 {
+        LinkType::Raw
+    } else {
+        LinkType::En10Mb
+    }
+}
+
+/// Sends each datagram from one fresh socket of the right family.
+pub fn send_all(to: SocketAddr, datagrams: &[Vec<u8>]) -> UdpSocket {
+    let bind: SocketAddr = if to.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    }
+    .parse()
+    .unwrap();
+    let sock = UdpSocket::bind(bind).expect("bind sender");
+    for d in datagrams {
+        sock.send_to(d, to).expect("send");
+    }
+    sock
+}
+
+/// A packet copied out of the source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Got {
+    pub data: Vec<u8>,
+    pub wire_len: usize,
+    pub timestamp: Timestamp,
+    pub link_type: LinkType,
+    pub vxlan_vni: Option<u32>,
+    pub geneve_vni: Option<u32>,
+    pub geneve_options: Vec<(u16, u8, Vec<u8>)>,
+    pub peer: Option<SocketAddr>,
+}
+
+/// Reads packets until `want` datagrams were received (delivered or
+/// rejected) or `timeout` passes.
+pub fn collect(src: &mut Source, want: u64, timeout: Duration) -> Vec<Got> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while src.stats().received < want && Instant::now() < deadline {
+        match src.next_packet().expect("receive") {
+            Some(p) => {
+                out.push(Got {
+                    data: p.data.to_vec(),
+                    wire_len: p.wire_len,
+                    timestamp: p.timestamp,
+                    link_type: p.link_type,
+                    vxlan_vni: p.vxlan_vni,
+                    geneve_vni: p.geneve_vni,
+                    geneve_options: p
+                        .geneve_options()
+                        .map(|o| (o.class, o.kind, o.data.to_vec()))
+                        .collect(),
+                    peer: p.peer,
+                });
+                src.done();
+            }
+            None => wait_readable(src.wait_fd(), 50),
+        }
+    }
+    out
+}
+
+/// poll(2) on `fd` for up to `ms` milliseconds.
+pub fn wait_readable(fd: i32, ms: i32) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+}
+
+pub fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    Timestamp {
+        sec: d.as_secs() as i64,
+        nsec: d.subsec_nanos(),
+    }
+}
+
+/// The accounting identity every source must keep.
+pub fn assert_accounted(src: &mut Source) {
+    let s = src.stats();
+    assert_eq!(
+        s.received,
+        s.delivered + s.rejected_total(),
+        "received = delivered + rejected must hold: {s:?}"
+    );
+}
+
+/// Opens `<addr>:<port>:<options>` on an ephemeral port (the grammar, like
+/// the C++ plugin's, refuses port 0).
+pub fn open(kind: ReceiverKind, addr: &str, options: &str) -> Source {
+    let text = if options.is_empty() {
+        format!("{addr}:1")
+    } else {
+        format!("{addr}:1:{options}")
+    };
+    let mut path = zeek_udp_source::path::parse(&text).expect("path");
+    path.addr.set_port(0);
+    Source::open_path(path, &config(kind)).expect("open source")
+}

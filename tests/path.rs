@@ -1,0 +1,168 @@
+//! The path grammar: every path the C++ plugin accepts, with the same
+//! meaning, and one clear error per malformed path.
+
+use std::net::SocketAddr;
+
+use zeek_udp_source::path::parse;
+use zeek_udp_source::{Encap, LinkType};
+
+fn ok(path: &str) -> (SocketAddr, Encap, LinkType) {
+    let p = parse(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    (p.addr, p.encap, p.link_type)
+}
+
+#[test]
+fn good_paths() {
+    use Encap::{Geneve, GeneveVxlan, Skip, Vxlan};
+    use LinkType::{En10Mb, Ppp};
+    let raw_dlt = LinkType::Raw;
+    let table: &[(&str, &str, Encap, LinkType)] = &[
+        ("127.0.0.1:4789", "127.0.0.1:4789", Vxlan, En10Mb),
+        ("udp::127.0.0.1:4789", "127.0.0.1:4789", Vxlan, En10Mb),
+        ("0.0.0.0:4789:vxlan", "0.0.0.0:4789", Vxlan, En10Mb),
+        ("[::1]:6081:geneve", "[::1]:6081", Geneve, En10Mb),
+        ("[::1]:6081:geneve:dlt=raw", "[::1]:6081", Geneve, raw_dlt),
+        ("[::]:6081:geneve+vxlan", "[::]:6081", GeneveVxlan, En10Mb),
+        ("[::1]:4711:dlt=raw", "[::1]:4711", Vxlan, raw_dlt),
+        ("[::1]:4711:raw:dlt=raw", "[::1]:4711", Encap::Raw, raw_dlt),
+        ("[::1]:4711:skip=13:dlt=ppp", "[::1]:4711", Skip(13), Ppp),
+        ("10.1.2.3:65535:skip=0", "10.1.2.3:65535", Skip(0), En10Mb),
+        ("127.0.0.1:1:dlt=en10mb:vxlan", "127.0.0.1:1", Vxlan, En10Mb),
+        (
+            "127.0.0.1:4789:VXLAN:DLT=RAW",
+            "127.0.0.1:4789",
+            Vxlan,
+            raw_dlt,
+        ),
+        ("UDP::127.0.0.1:4789", "127.0.0.1:4789", Vxlan, En10Mb),
+    ];
+    for (path, addr, encap, link) in table {
+        assert_eq!(ok(path), (addr.parse().unwrap(), *encap, *link), "{path}");
+    }
+}
+
+#[test]
+fn ipv6_zone_by_name_and_index() {
+    let (addr, _, _) = ok("[fe80::1%lo]:4789");
+    let SocketAddr::V6(v6) = addr else {
+        panic!("not v6")
+    };
+    assert_ne!(v6.scope_id(), 0, "lo resolves to its interface index");
+    let (addr, _, _) = ok("[fe80::1%7]:4789");
+    let SocketAddr::V6(v6) = addr else {
+        panic!("not v6")
+    };
+    assert_eq!(v6.scope_id(), 7);
+}
+
+#[test]
+fn bad_paths_name_the_token_and_what_was_expected() {
+    let table: &[(&str, &str)] = &[
+        ("", "empty path: expected <addr>:<port>[:<option>...]"),
+        (
+            "127.0.0.1",
+            "missing port after '127.0.0.1': expected <addr>:<port>",
+        ),
+        (
+            "127.0.0.1:",
+            "bad port '': expected a number from 1 to 65535",
+        ),
+        (
+            "[::1]",
+            "missing port after '[::1]': expected <addr>:<port>",
+        ),
+        ("[::1]:", "bad port '': expected a number from 1 to 65535"),
+        (
+            "[::1]:-1",
+            "bad port '-1': expected a number from 1 to 65535",
+        ),
+        ("[::1]:0", "bad port '0': expected a number from 1 to 65535"),
+        (
+            "[::1]:65536",
+            "bad port '65536': expected a number from 1 to 65535",
+        ),
+        (
+            "127.0.0.1:http",
+            "bad port 'http': expected a number from 1 to 65535",
+        ),
+        (
+            "192.168.300:1:4711",
+            "bad IPv4 address '192.168.300': expected four dotted numbers",
+        ),
+        (
+            "::1:4789",
+            "bad IPv4 address '': an IPv6 address goes in brackets",
+        ),
+        (
+            "[scramble]:4711",
+            "bad IPv6 address 'scramble': expected e.g. [::], [::1]",
+        ),
+        ("[::1:4711", "IPv6 address '[::1:4711' has no closing ']'"),
+        (
+            "[::1]4711",
+            "unexpected '4711' after IPv6 address '[::1]': expected ':<port>'",
+        ),
+        (
+            "[fe80::1%nosuchif0]:4789",
+            "unknown interface 'nosuchif0' in IPv6 address 'fe80::1%nosuchif0'",
+        ),
+        ("[fe80::1%]:4789", "empty zone in IPv6 address 'fe80::1%'"),
+        (
+            "[::1]:4879:vxlan:geneve",
+            "duplicate encapsulation 'geneve': 'vxlan' was already given",
+        ),
+        (
+            "[::1]:4879:skip=0:skip=4",
+            "duplicate encapsulation 'skip=4': 'skip=0' was already given",
+        ),
+        (
+            "[::1]:4879:raw:geneve+vxlan",
+            "duplicate encapsulation 'geneve+vxlan': 'raw' was already given",
+        ),
+        (
+            "[::1]:4879:dlt=raw:dlt=en10mb",
+            "duplicate link type 'dlt=en10mb': 'dlt=raw' was already given",
+        ),
+        (
+            "127.0.0.1:4789:foo",
+            "unknown option 'foo': expected vxlan, geneve, geneve+vxlan, raw or skip=<N>, or dlt=en10mb|raw|ppp",
+        ),
+        (
+            "127.0.0.1:4789:skip",
+            "skip without a number in 'skip': expected skip=<N>",
+        ),
+        (
+            "127.0.0.1:4789:skip=",
+            "skip without a number in 'skip=': expected skip=<N>",
+        ),
+        (
+            "127.0.0.1:4789:skip=x1",
+            "skip without a number in 'skip=x1'",
+        ),
+        (
+            "127.0.0.1:4789:skip=70000",
+            "skip count in 'skip=70000' is larger than any datagram",
+        ),
+        (
+            "127.0.0.1:4789:dlt=fddi",
+            "unknown link type 'dlt=fddi': expected dlt=en10mb, dlt=raw or dlt=ppp",
+        ),
+        ("127.0.0.1:4789:dlt", "link type 'dlt' without a value"),
+        (
+            "127.0.0.1:4789::vxlan",
+            "empty option (a doubled or trailing ':')",
+        ),
+        (
+            "127.0.0.1:4789:vxlan:",
+            "empty option (a doubled or trailing ':')",
+        ),
+    ];
+    for (path, want) in table {
+        let err = parse(path).expect_err(path).to_string();
+        let prefix = format!("invalid path '{path}': {want}");
+        assert!(
+            err.starts_with(&prefix),
+            "{path}:\n got  {err}\n want {prefix}..."
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! Inner packets survive the trip through a real socket byte for byte, with
+//! their VNIs, GENEVE options, link type and kernel timestamps, for both
+//! receivers and both address families.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use zeek_udp_source::encap::Encoder;
+use zeek_udp_source::wire::GeneveOption;
+use zeek_udp_source::{Encap, LinkType, ReceiverKind};
+
+const N: u32 = 300;
+
+fn options() -> Vec<u8> {
+    let mut opts = Vec::new();
+    GeneveOption::emit(0x0103, 0x80, &[1, 2, 3, 4, 5, 6, 7, 8], &mut opts);
+    GeneveOption::emit(0xffff, 0x01, &[0xaa; 4], &mut opts);
+    GeneveOption::emit(0x0000, 0x7f, &[], &mut opts);
+    opts
+}
+
+fn expected_options() -> Vec<(u16, u8, Vec<u8>)> {
+    vec![
+        (0x0103, 0x80, vec![1, 2, 3, 4, 5, 6, 7, 8]),
+        (0xffff, 0x01, vec![0xaa; 4]),
+        (0x0000, 0x7f, vec![]),
+    ]
+}
+
+/// Sends N inner packets in `encap` and checks what comes out.
+fn round_trip(kind: ReceiverKind, listen: &str, encap: Encap, inner_ip: bool) {
+    let dlt = if inner_ip { "dlt=raw" } else { "dlt=en10mb" };
+    let mut src = open(kind, listen, &format!("{}:{dlt}", encap.token()));
+    let to = src.local_addr().unwrap();
+    let mut enc = Encoder::new(encap);
+    enc.vxlan_vni = 0x00ab_cdef;
+    enc.geneve_vni = 4711;
+    enc.geneve_options = options();
+    if listen.starts_with('[') {
+        enc.inner_tunnel = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+    }
+    let inner: Vec<Vec<u8>> = (0..N)
+        .map(|i| {
+            let len = [20, 500, 1400][i as usize % 3];
+            if inner_ip {
+                ipv6_packet(i, len)
+            } else {
+                eth_frame(i, len)
+            }
+        })
+        .collect();
+    let link = if inner_ip {
+        LinkType::Raw
+    } else {
+        LinkType::En10Mb
+    };
+    let datagrams: Vec<Vec<u8>> = inner
+        .iter()
+        .map(|p| {
+            let mut d = Vec::new();
+            enc.encode(p, link, &mut d);
+            d
+        })
+        .collect();
+    let before = now();
+    let _tx = send_all(to, &datagrams);
+    let got = collect(&mut src, N as u64, Duration::from_secs(10));
+    let what = format!("{kind:?} {listen} {encap} inner_ip={inner_ip}");
+    assert_eq!(got.len(), N as usize, "{what}: all delivered");
+    let mut last = before;
+    for (g, want) in got.iter().zip(&inner) {
+        assert_eq!(&g.data, want, "{what}: byte-exact inner packet");
+        assert_eq!(g.wire_len, want.len());
+        assert_eq!(g.link_type, link, "{what}: link type");
+        let (vx, gn) = match encap {
+            Encap::Vxlan => (Some(0x00ab_cdef), None),
+            Encap::Geneve => (None, Some(4711)),
+            Encap::GeneveVxlan => (Some(0x00ab_cdef), Some(4711)),
+            _ => (None, None),
+        };
+        assert_eq!((g.vxlan_vni, g.geneve_vni), (vx, gn), "{what}: VNIs");
+        let opts = if gn.is_some() {
+            expected_options()
+        } else {
+            vec![]
+        };
+        assert_eq!(g.geneve_options, opts, "{what}: GENEVE options");
+        assert!(g.timestamp >= last, "{what}: timestamps never go back");
+        assert!(
+            g.timestamp.sec >= before.sec - 1 && g.timestamp.sec <= now().sec + 1,
+            "{what}: timestamp near wall clock"
+        );
+        last = g.timestamp;
+        let peer = g.peer.expect("peer address");
+        assert!(peer.ip().is_loopback(), "{what}: peer {peer}");
+    }
+    let s = src.stats();
+    assert_eq!(
+        (s.received, s.delivered, s.rejected_total()),
+        (N as u64, N as u64, 0),
+        "{what}"
+    );
+    assert_accounted(&mut src);
+}
+
+#[test]
+fn vxlan() {
+    for kind in receivers() {
+        round_trip(kind, "127.0.0.1", Encap::Vxlan, false);
+        round_trip(kind, "[::1]", Encap::Vxlan, false);
+    }
+}
+
+#[test]
+fn geneve_with_ethernet_and_with_ip() {
+    for kind in receivers() {
+        for listen in ["127.0.0.1", "[::1]"] {
+            round_trip(kind, listen, Encap::Geneve, false);
+            round_trip(kind, listen, Encap::Geneve, true);
+        }
+    }
+}
+
+#[test]
+fn geneve_vxlan_over_ipv4_and_ipv6() {
+    // The listen family also picks the family of the IP header inside.
+    for kind in receivers() {
+        round_trip(kind, "127.0.0.1", Encap::GeneveVxlan, false);
+        round_trip(kind, "[::1]", Encap::GeneveVxlan, false);
+    }
+}
+
+#[test]
+fn raw_and_skip() {
+    for kind in receivers() {
+        round_trip(kind, "127.0.0.1", Encap::Raw, true);
+        round_trip(kind, "[::1]", Encap::Skip(13), false);
+    }
+}
+
+#[test]
+fn geneve_protocol_type_overrides_the_path_link_type() {
+    // The path says en10mb; GENEVE says IPv6: the packet is raw IP.
+    for kind in receivers() {
+        let mut src = open(kind, "127.0.0.1", "geneve");
+        let mut d = Vec::new();
+        Encoder::new(Encap::Geneve).encode(&ipv6_packet(1, 40), LinkType::Raw, &mut d);
+        let _tx = send_all(src.local_addr().unwrap(), &[d]);
+        let got = collect(&mut src, 1, Duration::from_secs(5));
+        assert_eq!(got[0].link_type, LinkType::Raw, "{kind:?}");
+    }
+}
+
+#[test]
+fn dual_stack_listener_takes_ipv4() {
+    for kind in receivers() {
+        let mut src = open(kind, "[::]", "vxlan");
+        let port = src.local_addr().unwrap().port();
+        let mut d = Vec::new();
+        Encoder::new(Encap::Vxlan).encode(&eth_frame(3, 64), LinkType::En10Mb, &mut d);
+        let _tx = send_all(format!("127.0.0.1:{port}").parse().unwrap(), &[d]);
+        let got = collect(&mut src, 1, Duration::from_secs(5));
+        assert_eq!(got.len(), 1, "{kind:?}");
+        assert!(
+            got[0].peer.unwrap().is_ipv4(),
+            "v4-mapped peers come back as IPv4"
+        );
+    }
+}
+
+#[test]
+fn oversized_datagrams_arrive_truncated_and_counted() {
+    for kind in receivers() {
+        let mut cfg = config(kind);
+        cfg.recvmmsg_buffer_size = 1000;
+        cfg.uring.buffer_shift = 10; // 1024 bytes including headers
+        let mut path = zeek_udp_source::path::parse("127.0.0.1:1:vxlan").unwrap();
+        path.addr.set_port(0);
+        let mut src = zeek_udp_source::Source::open_path(path, &cfg).unwrap();
+        let big = eth_frame(9, 3000);
+        let mut d = Vec::new();
+        Encoder::new(Encap::Vxlan).encode(&big, LinkType::En10Mb, &mut d);
+        let _tx = send_all(src.local_addr().unwrap(), &[d.clone()]);
+        let got = collect(&mut src, 1, Duration::from_secs(5));
+        assert_eq!(got.len(), 1, "{kind:?}");
+        let g = &got[0];
+        assert_eq!(
+            g.wire_len,
+            big.len(),
+            "{kind:?}: wire length is the real one"
+        );
+        assert!(
+            g.data.len() < g.wire_len && g.data.len() < 1000,
+            "{kind:?}: captured {}",
+            g.data.len()
+        );
+        assert_eq!(
+            &g.data[..],
+            &big[..g.data.len()],
+            "{kind:?}: the captured prefix is intact"
+        );
+        let s = src.stats();
+        assert_eq!(s.truncated, 1, "{kind:?}");
+        assert_eq!(
+            s.bytes,
+            d.len() as u64,
+            "{kind:?}: bytes count the datagram as sent"
+        );
+    }
+}
