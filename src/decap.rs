@@ -9,7 +9,7 @@ use std::ops::Range;
 use crate::link::LinkType;
 use crate::path::Encap;
 use crate::reject::Reject;
-use crate::wire::geneve::{PROTO_ETHERNET, PROTO_IPV4, PROTO_IPV6};
+use crate::wire::geneve::{PROTO_ETHERNET, PROTO_IPV4, PROTO_IPV6, PROTO_PPP};
 use crate::wire::{Geneve, Vxlan, ip};
 
 /// Where the inner packet sits in a datagram, and what the tunnel said about it.
@@ -25,6 +25,10 @@ pub struct Inner {
     pub geneve_vni: Option<u32>,
     /// The GENEVE options area (empty when there is none).
     pub geneve_options: Range<usize>,
+    /// GENEVE carried this EtherType without an Ethernet header (ARP, MPLS,
+    /// ...): the packet needs a synthesized Ethernet header in front, so that
+    /// Zeek dispatches on the EtherType as its own GENEVE analyzer would.
+    pub ethertype: Option<u16>,
 }
 
 /// Decapsulates datagrams of one encapsulation.
@@ -51,6 +55,7 @@ impl Decapsulator {
             vxlan_vni: None,
             geneve_vni: None,
             geneve_options: 0..0,
+            ethertype: None,
         };
         let payload = match self.encap {
             Encap::Raw => datagram,
@@ -64,6 +69,7 @@ impl Decapsulator {
                 let after_geneve = self.geneve(datagram, &mut inner)?;
                 // What follows GENEVE is IP, never Ethernet: go by the IP header.
                 inner.link_type = self.link_type;
+                inner.ethertype = None;
                 self.vxlan(ip::udp_payload(after_geneve)?, &mut inner)?
             }
         };
@@ -88,7 +94,13 @@ impl Decapsulator {
         inner.link_type = match geneve.protocol() {
             PROTO_ETHERNET => LinkType::En10Mb,
             PROTO_IPV4 | PROTO_IPV6 => LinkType::Raw,
-            _ => self.link_type,
+            PROTO_PPP => LinkType::Ppp,
+            // Senders that leave the type unset: trust the path's dlt=.
+            0 => self.link_type,
+            other => {
+                inner.ethertype = Some(other);
+                LinkType::En10Mb
+            }
         };
         Ok(geneve.payload())
     }

@@ -5,11 +5,9 @@ use std::net::IpAddr;
 
 use crate::link::LinkType;
 use crate::path::Encap;
-use crate::wire::geneve::{PROTO_ETHERNET, PROTO_IPV4, PROTO_IPV6};
+use crate::wire::geneve::{PROTO_ETHERNET, PROTO_IPV4, PROTO_IPV6, PROTO_PPP};
 use crate::wire::{Geneve, Vxlan};
 
-/// EtherType of PPP, for GENEVE carrying PPP frames.
-const PROTO_PPP: u16 = 0x880b;
 /// The IANA VXLAN port, the destination inside `geneve+vxlan`.
 const VXLAN_PORT: u16 = 4789;
 

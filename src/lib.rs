@@ -18,6 +18,7 @@ pub mod reject;
 pub mod socket;
 pub mod source;
 pub mod stats;
+pub mod trace;
 pub mod wire;
 
 pub use cmsg::Timestamp;

@@ -96,6 +96,9 @@ enum Step {
     Empty,
 }
 
+/// A synthesized Ethernet header: zero MAC addresses and the EtherType.
+const ETHERNET_LEN: usize = 14;
+
 /// At most this many rejects are skipped in one [`Source::next_packet`], so a flood
 /// of garbage cannot keep the caller inside one call.
 const REJECTS_PER_CALL: usize = 4096;
@@ -169,10 +172,22 @@ impl Source {
     fn packet(&mut self, inner: Inner, meta: RecvMeta) -> Packet<'_> {
         let timestamp = meta.ancillary.timestamp.unwrap_or(self.last_timestamp);
         self.last_timestamp = timestamp;
-        let datagram = self.rx.current();
+        let (buf, at) = self.rx.current_with_headroom();
+        let mut start = at + inner.offset;
+        let mut wire_len = meta.wire_len - inner.offset;
+        if let Some(ethertype) = inner.ethertype {
+            // Headroom plus the tunnel header always leave room for it.
+            start -= ETHERNET_LEN;
+            wire_len += ETHERNET_LEN;
+            let header = &mut buf[start..start + ETHERNET_LEN];
+            header[..12].fill(0);
+            header[12..].copy_from_slice(&ethertype.to_be_bytes());
+        }
+        let buf: &[u8] = buf;
+        let datagram = &buf[at..];
         Packet {
-            data: &datagram[inner.offset..],
-            wire_len: meta.wire_len - inner.offset,
+            data: &buf[start..],
+            wire_len,
             timestamp,
             link_type: inner.link_type,
             vxlan_vni: inner.vxlan_vni,

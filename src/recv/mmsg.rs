@@ -5,7 +5,7 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::RawFd;
 
-use super::{Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
+use super::{HEADROOM, Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
 use crate::cmsg::{self, CONTROL_LEN};
 
 /// Control buffers are `u64`s so each is aligned for `cmsghdr`.
@@ -38,14 +38,16 @@ impl MmsgReceiver {
     pub fn new(fd: RawFd, batch: usize, buffer_size: usize) -> Self {
         let batch = batch.max(1);
         let buffer_size = buffer_size.max(1);
-        let mut buffers = vec![0u8; batch * buffer_size].into_boxed_slice();
+        // Each slot is HEADROOM bytes, then the datagram's buffer.
+        let stride = HEADROOM + buffer_size;
+        let mut buffers = vec![0u8; batch * stride].into_boxed_slice();
         let mut control = vec![0u64; batch * CONTROL_WORDS].into_boxed_slice();
         // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
         let mut names =
             vec![unsafe { zeroed::<libc::sockaddr_storage>() }; batch].into_boxed_slice();
         let mut iovecs: Box<[libc::iovec]> = (0..batch)
             .map(|i| libc::iovec {
-                iov_base: buffers[i * buffer_size..].as_mut_ptr().cast(),
+                iov_base: buffers[i * stride + HEADROOM..].as_mut_ptr().cast(),
                 iov_len: buffer_size,
             })
             .collect();
@@ -114,6 +116,13 @@ impl MmsgReceiver {
         Ok(self.filled)
     }
 
+    /// Slot `i`: its headroom and its received bytes.
+    fn slot(&self, i: usize) -> std::ops::Range<usize> {
+        let len = (self.headers[i].msg_len as usize).min(self.buffer_size);
+        let start = i * (HEADROOM + self.buffer_size);
+        start..start + HEADROOM + len
+    }
+
     fn meta(&self, i: usize) -> RecvMeta {
         let h = &self.headers[i].msg_hdr;
         let wire_len = self.headers[i].msg_len as usize;
@@ -156,11 +165,18 @@ impl Receiver for MmsgReceiver {
 
     fn current(&self) -> &[u8] {
         match self.current {
-            Some(i) => {
-                let len = (self.headers[i].msg_len as usize).min(self.buffer_size);
-                &self.buffers[i * self.buffer_size..i * self.buffer_size + len]
-            }
+            Some(i) => &self.buffers[self.slot(i)][HEADROOM..],
             None => &[],
+        }
+    }
+
+    fn current_with_headroom(&mut self) -> (&mut [u8], usize) {
+        match self.current {
+            Some(i) => {
+                let slot = self.slot(i);
+                (&mut self.buffers[slot], HEADROOM)
+            }
+            None => (&mut [], 0),
         }
     }
 

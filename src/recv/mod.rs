@@ -15,6 +15,10 @@ pub mod uring;
 pub use mmsg::MmsgReceiver;
 pub use uring::UringReceiver;
 
+/// Writable bytes every receiver keeps in front of a datagram, so a
+/// link-layer header can be put there without copying the packet.
+pub const HEADROOM: usize = 16;
+
 /// Which receiver to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ReceiverKind {
@@ -73,6 +77,10 @@ pub trait Receiver: Send {
 
     /// The bytes of the datagram that `next` returned last (empty if none).
     fn current(&self) -> &[u8];
+
+    /// The current datagram preceded by at least [`HEADROOM`] writable
+    /// bytes; returns the buffer and where the datagram starts in it.
+    fn current_with_headroom(&mut self) -> (&mut [u8], usize);
 
     /// Gives the current datagram's buffer back.
     fn release(&mut self);

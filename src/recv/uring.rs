@@ -393,6 +393,18 @@ impl Receiver for UringReceiver {
         }
     }
 
+    fn current_with_headroom(&mut self) -> (&mut [u8], usize) {
+        match self.current {
+            // Before the payload lie the recvmsg header, the address and the
+            // control data, all parsed already: at least 16 + 128 + 64 bytes.
+            Some(l) => {
+                let base = usize::from(l.bid) * self.buffer_size;
+                (&mut self.buffers[base..l.start + l.len], l.start - base)
+            }
+            None => (&mut [], 0),
+        }
+    }
+
     fn release(&mut self) {
         if let Some(lent) = self.current.take() {
             self.recycle(lent.bid);

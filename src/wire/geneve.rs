@@ -15,6 +15,8 @@ pub const PROTO_ETHERNET: u16 = 0x6558;
 pub const PROTO_IPV4: u16 = 0x0800;
 /// Protocol type: an IPv6 packet follows.
 pub const PROTO_IPV6: u16 = 0x86DD;
+/// Protocol type: a PPP frame follows.
+pub const PROTO_PPP: u16 = 0x880B;
 
 /// A checked view of a GENEVE header, its options and what follows.
 #[derive(Clone, Copy, Debug)]
