@@ -156,6 +156,7 @@ impl Source {
             self.drops.observe(raw);
         }
         self.stats.count_datagram(meta.wire_len, meta.truncated());
+        self.stats.kernel_drops = self.drops.total();
         match self.decap.decap(self.rx.current()) {
             Ok(inner) => {
                 self.stats.delivered += 1;
@@ -223,6 +224,12 @@ impl Source {
     /// The caller is done with the packet from `next`; its buffer is reused.
     pub fn done(&mut self) {
         self.rx.release();
+    }
+
+    /// Counters as they stand, without a syscall (kernel drops as last seen
+    /// in a datagram's control data).
+    pub fn counters(&self) -> &Stats {
+        &self.stats
     }
 
     /// Counters, with the kernel's drop counter read fresh.

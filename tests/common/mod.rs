@@ -91,7 +91,7 @@ pub struct Got {
 pub fn collect(src: &mut Source, want: u64, timeout: Duration) -> Vec<Got> {
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
-    while src.stats().received < want && Instant::now() < deadline {
+    while src.counters().received < want && Instant::now() < deadline {
         match src.next_packet().expect("receive") {
             Some(p) => {
                 out.push(Got {
