@@ -41,6 +41,25 @@ impl Encap {
     }
 }
 
+impl Encap {
+    /// Parses an encapsulation token (`vxlan`, `geneve`, `geneve+vxlan`,
+    /// `raw`, `skip=<N>`), case-insensitively.
+    pub fn parse_token(tok: &str) -> Option<Encap> {
+        let lower = tok.to_ascii_lowercase();
+        match lower.as_str() {
+            "vxlan" => Some(Encap::Vxlan),
+            "geneve" => Some(Encap::Geneve),
+            "geneve+vxlan" => Some(Encap::GeneveVxlan),
+            "raw" => Some(Encap::Raw),
+            _ => lower
+                .strip_prefix("skip=")
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse().ok())
+                .map(Encap::Skip),
+        }
+    }
+}
+
 impl fmt::Display for Encap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.token())

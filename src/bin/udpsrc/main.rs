@@ -1,0 +1,74 @@
+//! `udpsrc`: replay traffic into a UDP tunnel, or listen on one, without
+//! Zeek. Built on the same engine as the Zeek plugin.
+//!
+//! Exit codes: 0 success; 1 a runtime failure (socket, send errors);
+//! 2 bad arguments or input (path, trace, address, encapsulation).
+
+mod listen;
+mod replay;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Replay traffic into a VXLAN/GENEVE tunnel, or listen on one, as the
+/// Zeek packet source would.
+#[derive(Parser)]
+#[command(name = "udpsrc", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send every packet of a pcap/pcapng trace as the inner packet of a tunnel.
+    Replay(replay::Args),
+    /// Receive tunnel traffic on a plugin path, show statistics, write the inner packets.
+    Listen(listen::Args),
+}
+
+/// A failure with the exit code it maps to.
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// Bad arguments or input: exit 2.
+    pub fn input(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// Something failed while running: exit 1.
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(args) => replay::run(args),
+        Command::Listen(args) => listen::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("udpsrc: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Whether stderr is a terminal (progress output only goes there).
+pub fn stderr_is_tty() -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(2) == 1 }
+}
