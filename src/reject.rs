@@ -1,6 +1,8 @@
 //! Why a datagram was not delivered. Each reason has a stable name that is
 //! also the Zeek weird raised for it, so the names must never change.
 
+use std::ffi::CStr;
+
 /// A reason to reject a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -47,17 +49,22 @@ impl Reject {
 
     /// Stable name, used for the Zeek weird, statistics and JSON keys.
     pub fn name(self) -> &'static str {
+        self.c_name().to_str().unwrap_or("")
+    }
+
+    /// [`Reject::name`] NUL-terminated, for the C ABI.
+    pub fn c_name(self) -> &'static CStr {
         match self {
-            Reject::EmptyDatagram => "udp_empty_datagram",
-            Reject::VxlanTooShort => "vxlan_too_short",
-            Reject::VxlanNoIFlag => "vxlan_unset_I_flag",
-            Reject::GeneveTooShort => "geneve_too_short",
-            Reject::GeneveVersion => "geneve_invalid_version",
-            Reject::GeneveOptionsTooLong => "geneve_options_too_long",
-            Reject::InnerIpBad => "geneve_vxlan_bad_inner_ip",
-            Reject::InnerNotUdp => "geneve_vxlan_inner_not_udp",
-            Reject::SkipBeyondDatagram => "skip_beyond_datagram",
-            Reject::EmptyInner => "tunnel_without_inner_packet",
+            Reject::EmptyDatagram => c"udp_empty_datagram",
+            Reject::VxlanTooShort => c"vxlan_too_short",
+            Reject::VxlanNoIFlag => c"vxlan_unset_I_flag",
+            Reject::GeneveTooShort => c"geneve_too_short",
+            Reject::GeneveVersion => c"geneve_invalid_version",
+            Reject::GeneveOptionsTooLong => c"geneve_options_too_long",
+            Reject::InnerIpBad => c"geneve_vxlan_bad_inner_ip",
+            Reject::InnerNotUdp => c"geneve_vxlan_inner_not_udp",
+            Reject::SkipBeyondDatagram => c"skip_beyond_datagram",
+            Reject::EmptyInner => c"tunnel_without_inner_packet",
         }
     }
 

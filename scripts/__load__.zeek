@@ -1,0 +1,55 @@
+##! UDP tunnel packet source (zeek -i udp::<addr>:<port>[:encap][:dlt=...]).
+##!
+##! The knobs keep the names, types and defaults of the C++ plugin
+##! zeek/zeek-packet-source-udp, so existing redefs keep working. Where
+##! another plugin declared them already (Zeek 9's built-in UDP source),
+##! they are not declared again; this plugin then reads those.
+
+module PacketSource::UDP;
+
+@ifndef ( PacketSource::UDP::implementation )
+export {
+	## The receivers a source can use.
+	type ReceiverImplementation: enum {
+		## Batches of recvmmsg(2).
+		RECVMMSG,
+		## io_uring multishot recvmsg with a provided-buffer ring.
+		IO_URING,
+	};
+
+	## Which receiver to use.
+	const implementation: ReceiverImplementation = RECVMMSG &redef;
+
+	## How long Zeek waits before polling again when no packet was seen,
+	## when the source has no descriptor to wait on (recvmmsg with
+	## recvmmsg_use_selectable_fd = F). io_uring always wakes Zeek through
+	## an eventfd.
+	const poll_interval: interval = 100usec &redef;
+
+	## The socket's receive buffer in bytes; 0 keeps the kernel's default.
+	## The kernel caps it at net.core.rmem_max unless Zeek may force it.
+	const udp_recv_buffer_size = 16 * 1024 * 1024 &redef;
+
+	## Whether recvmmsg wakes Zeek through the socket (T) or Zeek polls
+	## every poll_interval (F).
+	const recvmmsg_use_selectable_fd = T &redef;
+
+	## Datagrams per recvmmsg() call.
+	const recvmmsg_buffers = 1024 &redef;
+
+	## Bytes per recvmmsg buffer; larger datagrams arrive truncated.
+	const recvmmsg_buffer_size = 9216 + 32 &redef;
+
+	## Submission queue entries of the io_uring.
+	const io_uring_sq_entries = 2 &redef;
+
+	## Completion queue entries of the io_uring.
+	const io_uring_cq_entries = 256 &redef;
+
+	## Provided buffers of the io_uring (a power of two).
+	const io_uring_buffers = 1024 &redef;
+
+	## Each io_uring buffer is 2^io_uring_buffer_shift bytes (14: 16 KiB).
+	const io_uring_buffer_shift = 14 &redef;
+}
+@endif

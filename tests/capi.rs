@@ -1,0 +1,184 @@
+//! The C ABI: layouts agree with the C compiler's, and the entry points
+//! behave as the header says, driven the way the shim drives them.
+
+mod common;
+
+use std::ffi::{CStr, CString, c_char};
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use zeek_udp_source::capi::*;
+use zeek_udp_source::encap::Encoder;
+use zeek_udp_source::{Encap, LinkType, Reject};
+
+unsafe extern "C" {
+    /// From zeek-shim/abi_check.c, compiled by build.rs.
+    fn zus_c_layout(out: *mut *const u64) -> usize;
+}
+
+#[test]
+fn c_and_rust_agree_on_every_field() {
+    let mut ptr = std::ptr::null();
+    let n = unsafe { zus_c_layout(&mut ptr) };
+    let c = unsafe { std::slice::from_raw_parts(ptr, n) };
+    assert_eq!(c, rust_layout().as_slice());
+}
+
+fn text(buf: &[c_char]) -> String {
+    unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn open_failures_come_back_as_messages() {
+    let mut err = [0 as c_char; 256];
+    let path = CString::new("udp::127.0.0.1:4789:bogus").unwrap();
+    let src = unsafe { zus_open(path.as_ptr(), std::ptr::null(), err.as_mut_ptr(), err.len()) };
+    assert!(src.is_null());
+    assert!(
+        text(&err).contains("unknown option 'bogus'"),
+        "{}",
+        text(&err)
+    );
+
+    let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let path = CString::new(format!("127.0.0.1:{}", holder.local_addr().unwrap().port())).unwrap();
+    let src = unsafe { zus_open(path.as_ptr(), std::ptr::null(), err.as_mut_ptr(), err.len()) };
+    assert!(src.is_null());
+    assert!(
+        text(&err).contains("in use by a socket without SO_REUSEPORT"),
+        "{}",
+        text(&err)
+    );
+
+    // A tiny buffer is cut, NUL-terminated, and the full length returned.
+    let mut small = [0x55 as c_char; 8];
+    let src = unsafe {
+        zus_open(
+            std::ptr::null(),
+            std::ptr::null(),
+            small.as_mut_ptr(),
+            small.len(),
+        )
+    };
+    assert!(src.is_null());
+    assert_eq!(text(&small), "no path");
+    // Null everywhere is safe.
+    unsafe {
+        zus_close(std::ptr::null_mut());
+        zus_done(std::ptr::null_mut());
+        assert_eq!(
+            zus_next(
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut()
+            ),
+            3
+        );
+        assert_eq!(zus_wait_fd(std::ptr::null()), -1);
+        zus_stats_get(std::ptr::null_mut(), std::ptr::null_mut());
+    }
+}
+
+#[test]
+fn packets_rejects_and_stats_through_the_abi() {
+    for receiver in [0u32, 1] {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let path = CString::new(format!("udp::127.0.0.1:{port}:geneve+vxlan")).unwrap();
+        let mut config = ZusConfig::default();
+        unsafe { zus_config_default(&mut config) };
+        assert_eq!(
+            (
+                config.recv_buffer_size,
+                config.recvmmsg_batch,
+                config.io_uring_buffers
+            ),
+            (16 << 20, 1024, 1024)
+        );
+        config.receiver = receiver;
+        config.recv_buffer_size = 1 << 20;
+        let mut err = [0 as c_char; 256];
+        let src = unsafe { zus_open(path.as_ptr(), &config, err.as_mut_ptr(), err.len()) };
+        assert!(!src.is_null(), "{}", text(&err));
+        assert!(unsafe { zus_wait_fd(src) } >= 0);
+        assert_eq!(unsafe { zus_path_dlt(src) }, 1);
+
+        let mut enc = Encoder::new(Encap::GeneveVxlan);
+        enc.vxlan_vni = 4242;
+        enc.geneve_vni = 0x1092;
+        let frame = common::eth_frame(1, 64);
+        let mut good = Vec::new();
+        enc.encode(&frame, LinkType::En10Mb, &mut good);
+        let _tx = common::send_all(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            &[vec![0x80; 12], good],
+        );
+
+        let (mut packets, mut rejects) = (Vec::new(), Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while packets.len() + rejects.len() < 2 && Instant::now() < deadline {
+            let mut p = std::mem::MaybeUninit::<ZusPacket>::zeroed();
+            let mut reason = u32::MAX;
+            match unsafe { zus_next(src, p.as_mut_ptr(), &mut reason) } {
+                1 => {
+                    let p = unsafe { p.assume_init() };
+                    let data =
+                        unsafe { std::slice::from_raw_parts(p.data, p.caplen as usize) }.to_vec();
+                    packets.push((data, p));
+                    unsafe { zus_done(src) };
+                }
+                2 => rejects.push(
+                    unsafe { CStr::from_ptr(zus_reject_name(reason)) }
+                        .to_str()
+                        .unwrap()
+                        .to_string(),
+                ),
+                0 => common::wait_readable(unsafe { zus_wait_fd(src) }, 50),
+                other => panic!("zus_next returned {other}"),
+            }
+        }
+        assert_eq!(
+            rejects,
+            vec![Reject::GeneveVersion.name().to_string()],
+            "receiver {receiver}"
+        );
+        assert_eq!(packets.len(), 1);
+        let (data, p) = &packets[0];
+        assert_eq!(data, &frame);
+        assert_eq!((p.vxlan_vni, p.geneve_vni, p.flags & 3), (4242, 0x1092, 3));
+        assert_eq!((p.dlt, p.wire_len as usize), (1, frame.len()));
+        assert!(p.ts_sec > 1_600_000_000 && p.ts_nsec < 1_000_000_000);
+
+        let mut s = ZusStats::default();
+        unsafe { zus_stats_get(src, &mut s) };
+        assert_eq!(
+            (s.received, s.delivered, s.rejected, s.kernel_drops),
+            (2, 1, 1, 0)
+        );
+        assert_eq!(s.rejected_by_reason[Reject::GeneveVersion.index()], 1);
+        assert!(s.recv_buffer_granted >= 1 << 20);
+        assert_eq!(
+            unsafe { zus_next(src, std::ptr::null_mut(), std::ptr::null_mut()) },
+            0
+        );
+        let mut desc = [0 as c_char; 128];
+        unsafe { zus_describe(src, desc.as_mut_ptr(), desc.len()) };
+        assert!(text(&desc).contains("geneve+vxlan"), "{}", text(&desc));
+        unsafe { zus_close(src) };
+    }
+}
+
+#[test]
+fn reject_names_cover_every_reason() {
+    assert_eq!(zus_reject_count() as usize, Reject::COUNT);
+    for r in Reject::ALL {
+        let name = unsafe { CStr::from_ptr(zus_reject_name(r.index() as u32)) };
+        assert_eq!(name.to_str().unwrap(), r.name());
+    }
+    assert!(zus_reject_name(Reject::COUNT as u32).is_null());
+}

@@ -1,0 +1,31 @@
+/*
+ * Compiled by build.rs on every build, Zeek or not: the header's static
+ * assertions run here, and zus_c_layout() hands the C compiler's view of
+ * every field to the Rust test that compares it with Rust's (tests/capi.rs).
+ */
+#include "zeek_udp_source.h"
+
+#define F(type, field) offsetof(type, field)
+
+static const uint64_t layout[] = {
+    sizeof(zus_config), F(zus_config, receiver), F(zus_config, io_uring_sq_entries),
+    F(zus_config, io_uring_cq_entries), F(zus_config, io_uring_buffers),
+    F(zus_config, io_uring_buffer_shift), F(zus_config, recv_buffer_size),
+    F(zus_config, recvmmsg_batch), F(zus_config, recvmmsg_buffer_size),
+
+    sizeof(zus_packet), F(zus_packet, data), F(zus_packet, geneve_options), F(zus_packet, ts_sec),
+    F(zus_packet, ts_nsec), F(zus_packet, caplen), F(zus_packet, wire_len), F(zus_packet, dlt),
+    F(zus_packet, vxlan_vni), F(zus_packet, geneve_vni), F(zus_packet, geneve_options_len),
+    F(zus_packet, flags),
+
+    sizeof(zus_stats), F(zus_stats, received), F(zus_stats, bytes), F(zus_stats, delivered),
+    F(zus_stats, rejected), F(zus_stats, truncated), F(zus_stats, kernel_drops),
+    F(zus_stats, receive_errors), F(zus_stats, recv_buffer_granted), F(zus_stats, rejected_by_reason),
+
+    ZUS_ABI_VERSION, ZUS_MAX_REJECTS,
+};
+
+size_t zus_c_layout(const uint64_t** out) {
+    *out = layout;
+    return sizeof(layout) / sizeof(layout[0]);
+}

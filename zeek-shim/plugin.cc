@@ -1,0 +1,209 @@
+// The Zeek side of the plugin: registers the packet source component and
+// forwards every call to the Rust engine through zeek_udp_source.h. No logic
+// lives here that Rust can hold; this file only translates.
+
+#include <zeek/ID.h>
+#include <zeek/Reporter.h>
+#include <zeek/RunState.h>
+#include <zeek/Type.h>
+#include <zeek/Val.h>
+#include <zeek/iosource/Component.h>
+#include <zeek/iosource/Packet.h>
+#include <zeek/iosource/PktSrc.h>
+#include <zeek/plugin/Plugin.h>
+
+#include <cstring>
+#include <string>
+
+#include "zeek_udp_source.h"
+
+namespace zeek_udp_source {
+
+namespace {
+
+constexpr const char* KNOBS = "PacketSource::UDP::";
+
+// A knob's value, or nullptr when no script declared it.
+zeek::ValPtr knob(const char* name) {
+    const auto& id = zeek::id::find(std::string(KNOBS) + name);
+    return id ? id->GetVal() : nullptr;
+}
+
+uint64_t count_knob(const char* name, uint64_t fallback) {
+    auto v = knob(name);
+    return v && v->GetType()->Tag() == zeek::TYPE_COUNT ? v->AsCount() : fallback;
+}
+
+bool bool_knob(const char* name, bool fallback) {
+    auto v = knob(name);
+    return v && v->GetType()->Tag() == zeek::TYPE_BOOL ? v->AsBool() : fallback;
+}
+
+double interval_knob(const char* name, double fallback) {
+    auto v = knob(name);
+    return v && v->GetType()->Tag() == zeek::TYPE_INTERVAL ? v->AsInterval() : fallback;
+}
+
+// PacketSource::UDP::implementation, by the enum value's name.
+bool wants_io_uring() {
+    auto v = knob("implementation");
+    if ( ! v || v->GetType()->Tag() != zeek::TYPE_ENUM )
+        return false;
+    const char* name = v->GetType()->AsEnumType()->Lookup(v->AsEnum());
+    return name && std::strstr(name, "IO_URING");
+}
+
+uint32_t u32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(v); }
+
+} // namespace
+
+class UDPSource : public zeek::iosource::PktSrc {
+public:
+    explicit UDPSource(std::string path) : path(std::move(path)) {}
+    ~UDPSource() override { zus_close(src); }
+
+    static zeek::iosource::PktSrc* Instantiate(const std::string& path, bool is_live) { return new UDPSource(path); }
+
+protected:
+    void Open() override;
+    void Close() override;
+    bool ExtractNextPacket(zeek::Packet* pkt) override;
+    void DoneWithPacket() override { zus_done(src); }
+    bool SetFilter(int index) override { return true; }
+    void Statistics(Stats* stats) override;
+    double GetNextTimeout() override;
+
+private:
+    zus_config Config() const;
+
+    std::string path;
+    zus_source* src = nullptr;
+    bool use_fd = true;
+    double poll_interval = 100e-6;
+};
+
+zus_config UDPSource::Config() const {
+    zus_config c;
+    zus_config_default(&c);
+    c.receiver = wants_io_uring() ? ZUS_IO_URING : ZUS_RECVMMSG;
+    c.recv_buffer_size = count_knob("udp_recv_buffer_size", c.recv_buffer_size);
+    c.recvmmsg_batch = count_knob("recvmmsg_buffers", c.recvmmsg_batch);
+    c.recvmmsg_buffer_size = count_knob("recvmmsg_buffer_size", c.recvmmsg_buffer_size);
+    c.io_uring_sq_entries = u32(count_knob("io_uring_sq_entries", c.io_uring_sq_entries));
+    c.io_uring_cq_entries = u32(count_knob("io_uring_cq_entries", c.io_uring_cq_entries));
+    c.io_uring_buffers = u32(count_knob("io_uring_buffers", c.io_uring_buffers));
+    c.io_uring_buffer_shift = u32(count_knob("io_uring_buffer_shift", c.io_uring_buffer_shift));
+    return c;
+}
+
+void UDPSource::Open() {
+    if ( zus_abi_version() != ZUS_ABI_VERSION ) {
+        Error("the plugin's Rust library and its shim disagree on the ABI version: rebuild the plugin");
+        return;
+    }
+    zus_config config = Config();
+    char err[1024] = "";
+    src = zus_open(path.c_str(), &config, err, sizeof(err));
+    if ( ! src ) {
+        Error(err);
+        return;
+    }
+    char warning[1024] = "";
+    if ( zus_open_warning(src, warning, sizeof(warning)) > 0 )
+        zeek::reporter->Warning("udp::%s: %s", path.c_str(), warning);
+
+    // io_uring always wakes Zeek through its eventfd; recvmmsg through the
+    // socket unless PacketSource::UDP::recvmmsg_use_selectable_fd is F, in
+    // which case Zeek polls every poll_interval.
+    use_fd = config.receiver == ZUS_IO_URING || bool_knob("recvmmsg_use_selectable_fd", true);
+    poll_interval = interval_knob("poll_interval", poll_interval);
+
+    Properties props;
+    props.path = path;
+    props.selectable_fd = use_fd ? zus_wait_fd(src) : -1;
+    props.link_type = zus_path_dlt(src);
+    props.netmask = NETMASK_UNKNOWN;
+    props.is_live = true;
+    Opened(props);
+}
+
+void UDPSource::Close() {
+    zus_close(src);
+    src = nullptr;
+    Closed();
+}
+
+bool UDPSource::ExtractNextPacket(zeek::Packet* pkt) {
+    if ( ! src )
+        return false;
+    // Rejected datagrams are skipped here, a bounded number per call.
+    for ( int i = 0; i < 1024; ++i ) {
+        zus_packet p;
+        uint32_t reason = 0;
+        switch ( zus_next(src, &p, &reason) ) {
+            case ZUS_PACKET: {
+                pkt_timeval ts;
+                ts.tv_sec = p.ts_sec;
+                ts.tv_usec = p.ts_nsec / 1000;
+                // The link type is per packet: GENEVE may say raw IP.
+                pkt->Init(p.dlt, &ts, p.caplen, p.wire_len, p.data);
+                return true;
+            }
+            case ZUS_REJECTED: {
+                const char* name = zus_reject_name(reason);
+                zeek::reporter->Weird(name ? name : "udp_source_rejected", "", "udp");
+                continue;
+            }
+            case ZUS_ERROR: {
+                char msg[512] = "";
+                zus_last_error(src, msg, sizeof(msg));
+                zeek::reporter->Weird("udp_source_receive_error", msg, "udp");
+                return false;
+            }
+            default: return false;
+        }
+    }
+    return false;
+}
+
+double UDPSource::GetNextTimeout() {
+    if ( zeek::run_state::is_processing_suspended() )
+        return -1.0;
+    // A batch in user space makes no fd readable: ask to be called now.
+    if ( src && zus_has_pending(src) )
+        return 0.0;
+    return use_fd ? -1.0 : poll_interval;
+}
+
+void UDPSource::Statistics(Stats* stats) {
+    zus_stats s;
+    std::memset(&s, 0, sizeof(s));
+    if ( src )
+        zus_stats_get(src, &s);
+    // link: everything that reached the socket, dropped by the kernel or
+    // not; dropped: lost in the kernel or rejected as malformed.
+    stats->received = s.delivered;
+    stats->bytes_received = s.bytes;
+    stats->link = s.received + s.kernel_drops;
+    stats->dropped = s.kernel_drops + s.rejected;
+}
+
+class Plugin : public zeek::plugin::Plugin {
+protected:
+    zeek::plugin::Configuration Configure() override {
+        // "udp" as the C++ plugin had it; "udptunnel" stays ours on Zeek 9.0+,
+        // whose built-in UDP source takes "udp" first.
+        AddComponent(new zeek::iosource::PktSrcComponent("UDPTunnelSource", "udp:udptunnel",
+                                                          zeek::iosource::PktSrcComponent::LIVE,
+                                                          UDPSource::Instantiate));
+        zeek::plugin::Configuration config;
+        config.name = "UDPTunnel::PacketSource";
+        config.description = "Packet source for mirrored traffic in VXLAN/GENEVE UDP tunnels (Rust engine)";
+        config.version.major = ZUS_VERSION_MAJOR;
+        config.version.minor = ZUS_VERSION_MINOR;
+        config.version.patch = ZUS_VERSION_PATCH;
+        return config;
+    }
+} plugin;
+
+} // namespace zeek_udp_source

@@ -1,0 +1,150 @@
+/*
+ * The contract between the Rust engine and the C++ shim.
+ *
+ * The Rust side (src/capi.rs) implements every function; no panic crosses
+ * it. Struct layouts are pinned by the static assertions at the end of this
+ * file and by the same numbers in Rust (src/capi.rs); a test compares both
+ * with what the C compiler computes (zeek-shim/abi_check.c).
+ */
+#ifndef ZEEK_UDP_SOURCE_H
+#define ZEEK_UDP_SOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever a struct or a signature changes. */
+#define ZUS_ABI_VERSION 1
+
+/* Room for every reject reason; zus_reject_count() says how many are used. */
+#define ZUS_MAX_REJECTS 16
+
+typedef struct zus_source zus_source; /* opaque */
+
+enum zus_receiver {
+    ZUS_RECVMMSG = 0,
+    ZUS_IO_URING = 1,
+};
+
+/* Settings outside the path (PacketSource::UDP::* in Zeek). */
+typedef struct zus_config {
+    uint32_t receiver;              /* enum zus_receiver */
+    uint32_t io_uring_sq_entries;
+    uint32_t io_uring_cq_entries;
+    uint32_t io_uring_buffers;
+    uint32_t io_uring_buffer_shift;
+    uint32_t reserved;
+    uint64_t recv_buffer_size;      /* bytes; 0 keeps the kernel's default */
+    uint64_t recvmmsg_batch;
+    uint64_t recvmmsg_buffer_size;
+} zus_config;
+
+enum zus_packet_flags {
+    ZUS_HAS_VXLAN_VNI = 1,
+    ZUS_HAS_GENEVE_VNI = 2,
+    ZUS_TRUNCATED = 4,
+};
+
+/* One decapsulated packet, valid until zus_done() or the next zus_next(). */
+typedef struct zus_packet {
+    const uint8_t* data;
+    const uint8_t* geneve_options;  /* raw TLV area, may be empty */
+    int64_t ts_sec;                 /* kernel receive time */
+    uint32_t ts_nsec;
+    uint32_t caplen;                /* bytes at data */
+    uint32_t wire_len;              /* length on the wire (>= caplen) */
+    int32_t dlt;                    /* pcap DLT of this packet */
+    uint32_t vxlan_vni;             /* valid with ZUS_HAS_VXLAN_VNI */
+    uint32_t geneve_vni;            /* valid with ZUS_HAS_GENEVE_VNI */
+    uint32_t geneve_options_len;
+    uint32_t flags;                 /* enum zus_packet_flags */
+} zus_packet;
+
+/* Cumulative counters; they never decrease. */
+typedef struct zus_stats {
+    uint64_t received;      /* datagrams taken off the socket */
+    uint64_t bytes;         /* their UDP payload bytes */
+    uint64_t delivered;     /* packets handed out */
+    uint64_t rejected;      /* sum of rejected_by_reason */
+    uint64_t truncated;
+    uint64_t kernel_drops;  /* dropped by the kernel at this socket */
+    uint64_t receive_errors;
+    uint64_t recv_buffer_granted;
+    uint64_t rejected_by_reason[ZUS_MAX_REJECTS];
+} zus_stats;
+
+enum zus_next_result {
+    ZUS_IDLE = 0,     /* nothing waiting */
+    ZUS_PACKET = 1,   /* *packet is filled */
+    ZUS_REJECTED = 2, /* a datagram was rejected; *reason says why */
+    ZUS_ERROR = 3,    /* a receive error, not fatal; zus_last_error() */
+};
+
+/* The ABI version the library was built with. */
+uint32_t zus_abi_version(void);
+
+/* Fills *config with the defaults. */
+void zus_config_default(zus_config* config);
+
+/*
+ * Opens a source for `path` (with or without "udp::"). On failure returns
+ * NULL and writes a message for people into errbuf (NUL-terminated).
+ */
+zus_source* zus_open(const char* path, const zus_config* config, char* errbuf, size_t errlen);
+
+/* Closes the source; NULL is ignored. */
+void zus_close(zus_source* source);
+
+/* The next event; *reason is set for ZUS_REJECTED. */
+int32_t zus_next(zus_source* source, zus_packet* packet, uint32_t* reason);
+
+/* The caller is done with the packet of the last zus_next(). */
+void zus_done(zus_source* source);
+
+/* Datagrams are waiting in user space: the next zus_next() needs no syscall. */
+int32_t zus_has_pending(const zus_source* source);
+
+/* A descriptor that becomes readable when packets may be waiting. */
+int32_t zus_wait_fd(const zus_source* source);
+
+/* Fills *stats (reads the kernel's drop counter afresh). */
+void zus_stats_get(zus_source* source, zus_stats* stats);
+
+/* Number of reject reasons, and the stable name of one (NULL if out of range). */
+uint32_t zus_reject_count(void);
+const char* zus_reject_name(uint32_t reason);
+
+/* The last receive error, or a warning from opening (receive buffer capped);
+ * writes "" when there is none. Returns the message length. */
+size_t zus_last_error(const zus_source* source, char* buf, size_t len);
+size_t zus_open_warning(const zus_source* source, char* buf, size_t len);
+
+/* "<addr>:<port>:<encap>:dlt=<type>" as parsed, for messages. */
+size_t zus_describe(const zus_source* source, char* buf, size_t len);
+
+/* The link type (pcap DLT) the path names; packets may override it. */
+int32_t zus_path_dlt(const zus_source* source);
+
+#ifdef __cplusplus
+}
+#endif
+
+/* Layout pins, checked by the C/C++ compiler; src/capi.rs pins the same. */
+#ifdef __cplusplus
+#define ZUS_STATIC_ASSERT static_assert
+#else
+#define ZUS_STATIC_ASSERT _Static_assert
+#endif
+ZUS_STATIC_ASSERT(sizeof(zus_config) == 48, "zus_config layout");
+ZUS_STATIC_ASSERT(offsetof(zus_config, recv_buffer_size) == 24, "zus_config layout");
+ZUS_STATIC_ASSERT(sizeof(zus_packet) == 56, "zus_packet layout");
+ZUS_STATIC_ASSERT(offsetof(zus_packet, ts_sec) == 16, "zus_packet layout");
+ZUS_STATIC_ASSERT(offsetof(zus_packet, caplen) == 28, "zus_packet layout");
+ZUS_STATIC_ASSERT(offsetof(zus_packet, flags) == 52, "zus_packet layout");
+ZUS_STATIC_ASSERT(sizeof(zus_stats) == 192, "zus_stats layout");
+ZUS_STATIC_ASSERT(offsetof(zus_stats, rejected_by_reason) == 64, "zus_stats layout");
+
+#endif
