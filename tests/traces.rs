@@ -182,9 +182,7 @@ fn reference_inner(encap: &str, d: &[u8]) -> Vec<u8> {
 #[test]
 fn replayed_traces_give_their_inner_frames() {
     let Some(dir) = traces_dir() else {
-        println!(
-            "SKIPPED: ../shared/traces not found (the trace replay needs the shared captures)"
-        );
+        common::skipped(module_path!(), "../shared/traces not found");
         return;
     };
     for kind in receivers() {
@@ -255,7 +253,7 @@ fn replayed_traces_give_their_inner_frames() {
 #[test]
 fn truncated_geneve_capture_is_rejected_not_delivered() {
     let Some(dir) = traces_dir() else {
-        println!("SKIPPED: ../shared/traces not found");
+        common::skipped(module_path!(), "../shared/traces not found");
         return;
     };
     // The capture's datagram holds a GENEVE header and an option, no packet.
@@ -278,7 +276,7 @@ fn truncated_geneve_capture_is_rejected_not_delivered() {
 #[test]
 fn library_finds_the_same_udp_payloads_as_etherparse() {
     let Some(dir) = traces_dir() else {
-        println!("SKIPPED: ../shared/traces not found");
+        common::skipped(module_path!(), "../shared/traces not found");
         return;
     };
     for facts in FILES {

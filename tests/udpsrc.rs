@@ -242,7 +242,7 @@ fn raw_ip_trace_in_geneve_comes_out_as_raw_ip() {
 fn passthrough_of_captured_tunnels_gives_the_inner_frames() {
     let dir_traces = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/traces");
     if !dir_traces.is_dir() {
-        println!("SKIPPED: ../shared/traces not found");
+        common::skipped(module_path!(), "../shared/traces not found");
         return;
     }
     let dir = tmpdir("passthrough");
@@ -436,7 +436,7 @@ fn bad_input_gives_one_clear_line_and_exit_2() {
 #[test]
 fn listen_output_is_readable_by_tcpdump() {
     if Command::new("tcpdump").arg("--version").output().is_err() {
-        println!("SKIPPED: tcpdump not installed");
+        common::skipped(module_path!(), "tcpdump not installed");
         return;
     }
     let dir = tmpdir("tcpdump");

@@ -157,3 +157,83 @@ pub fn open(kind: ReceiverKind, addr: &str, options: &str) -> Source {
     path.addr.set_port(0);
     Source::open_path(path, &config(kind)).expect("open source")
 }
+
+/// A complete HTTP exchange over TCP between 10.1.1.1:40000 and
+/// 10.2.2.2:80, as Ethernet frames with valid checksums.
+pub fn http_session() -> Vec<Vec<u8>> {
+    let client = ([2, 0, 0, 0, 0, 1], [10, 1, 1, 1], 40000u16);
+    let server = ([2, 0, 0, 0, 0, 2], [10, 2, 2, 2], 80u16);
+    let get =
+        b"GET /index.html HTTP/1.1\r\nHost: example.com\r\nUser-Agent: udp-source-test\r\n\r\n"
+            .to_vec();
+    let body = "x".repeat(300);
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes();
+    let (mut cseq, mut sseq) = (1000u32, 5000u32);
+    let mut out = Vec::new();
+    // (from client?, syn, ack, fin, psh, payload)
+    let steps: Vec<(bool, bool, bool, bool, Vec<u8>)> = vec![
+        (true, true, false, false, vec![]),
+        (false, true, true, false, vec![]),
+        (true, false, true, false, vec![]),
+        (true, false, true, false, get),
+        (false, false, true, false, vec![]),
+        (false, false, true, false, resp),
+        (true, false, true, false, vec![]),
+        (true, false, true, true, vec![]),
+        (false, false, true, true, vec![]),
+        (true, false, true, false, vec![]),
+    ];
+    for (from_client, syn, ack, fin, payload) in steps {
+        let (src, dst) = if from_client {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        let (seq, ack_no) = if from_client {
+            (cseq, sseq)
+        } else {
+            (sseq, cseq)
+        };
+        let mut b = etherparse::PacketBuilder::ethernet2(src.0, dst.0)
+            .ipv4(src.1, dst.1, 64)
+            .tcp(src.2, dst.2, seq, 64240);
+        if syn {
+            b = b.syn();
+        }
+        if ack {
+            b = b.ack(ack_no);
+        }
+        if fin {
+            b = b.fin();
+        }
+        if !payload.is_empty() {
+            b = b.psh();
+        }
+        let mut f = Vec::new();
+        b.write(&mut f, &payload).expect("build frame");
+        out.push(f);
+        let advance = payload.len() as u32 + u32::from(syn) + u32::from(fin);
+        if from_client {
+            cseq += advance;
+        } else {
+            sseq += advance;
+        }
+    }
+    out
+}
+
+/// Strips the 14-byte Ethernet header: the same packets as raw IP.
+pub fn without_ethernet(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    frames.iter().map(|f| f[14..].to_vec()).collect()
+}
+
+/// Reports a skipped test where people see it: straight to stderr, past
+/// the test harness's output capture.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {why}");
+}

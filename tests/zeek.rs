@@ -1,0 +1,511 @@
+//! The plugin inside a real Zeek: `zeek -NN`, end-to-end logs against
+//! `zeek -r`, drops in Zeek's statistics, and the errors a user sees.
+//!
+//! Zeek is found through ZEEK_CONFIG or zeek-config on PATH; without it every
+//! test here says SKIPPED and why.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pcap_file::DataLink;
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use serde_json::Value;
+
+const PLUGIN: &str = "UDPTunnel::PacketSource";
+const UDPSRC: &str = env!("CARGO_BIN_EXE_udpsrc");
+
+struct Zeek {
+    bin: PathBuf,
+    plugin_dir: PathBuf,
+}
+
+/// Zeek and the built plugin, or why the test is skipped.
+fn zeek() -> Result<Zeek, String> {
+    let config = std::env::var_os("ZEEK_CONFIG")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("zeek-config"))
+                .find(|p| p.is_file())
+        })
+        .ok_or("zeek-config not found (set ZEEK_CONFIG or put zeek-config on PATH)")?;
+    let out = Command::new(&config)
+        .arg("--prefix")
+        .output()
+        .map_err(|e| format!("{}: {e}", config.display()))?;
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/zeek");
+    if !bin.is_file() {
+        return Err(format!("no zeek binary at {}", bin.display()));
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/zeek-plugin
+    let exe = std::env::current_exe().unwrap();
+    let plugin_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("zeek-plugin");
+    if !plugin_dir.join("__zeek_plugin__").is_file() {
+        return Err(format!(
+            "the plugin was not built ({} missing): build.rs did not find zeek-config",
+            plugin_dir.display()
+        ));
+    }
+    Ok(Zeek { bin, plugin_dir })
+}
+
+macro_rules! zeek_or_skip {
+    ($test:expr) => {
+        match zeek() {
+            Ok(z) => z,
+            Err(why) => {
+                common::skipped($test, &why);
+                return;
+            }
+        }
+    };
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zeek-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_pcap(path: &Path, link: DataLink, frames: &[Vec<u8>]) {
+    let header = PcapHeader {
+        datalink: link,
+        ..PcapHeader::default()
+    };
+    let mut w = PcapWriter::with_header(File::create(path).unwrap(), header).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        let ts = Duration::from_micros(1_700_000_000_000_000 + i as u64 * 10_000);
+        w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
+            .unwrap();
+    }
+}
+
+impl Zeek {
+    fn command(&self, dir: &Path) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.current_dir(dir)
+            .env("ZEEK_PLUGIN_PATH", &self.plugin_dir)
+            .env_remove("ZEEKPATH");
+        c
+    }
+
+    /// `zeek -r` on a trace, in `dir`.
+    fn read(&self, dir: &Path, trace: &Path) {
+        let out = self
+            .command(dir)
+            .args(["-C", "-r"])
+            .arg(trace)
+            .arg("LogAscii::use_json=T")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "zeek -r: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `zeek -i <path>` with extra scripts, waiting until its socket is bound.
+    fn live(&self, dir: &Path, path: &str, port: u16, v6: bool, scripts: &[&str]) -> Child {
+        let child = self
+            .command(dir)
+            .args(["-C", "-i", path, "LogAscii::use_json=T"])
+            .args(scripts)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let host = if v6 { "::1" } else { "127.0.0.1" };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while UdpSocket::bind((host, port)).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The socket is bound a little before Zeek's loop runs.
+        std::thread::sleep(Duration::from_millis(500));
+        child
+    }
+}
+
+/// Sends SIGTERM and collects the output.
+fn stop(child: Child) -> Output {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait_with_output().unwrap()
+}
+
+fn free_port(v6: bool) -> u16 {
+    let host = if v6 { "::1" } else { "127.0.0.1" };
+    UdpSocket::bind((host, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn replay(trace: &Path, to: &str, args: &[&str]) {
+    let out = Command::new(UDPSRC)
+        .args(["replay"])
+        .arg(trace)
+        .args(["--to", to, "--quiet", "--pps", "2000"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "udpsrc replay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The comparable fields of each line of a JSON log, sorted.
+fn log(dir: &Path, name: &str, fields: &[&str]) -> Vec<BTreeMap<String, Value>> {
+    let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+    let mut rows: Vec<BTreeMap<String, Value>> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| {
+            fields
+                .iter()
+                .map(|f| (f.to_string(), v.get(*f).cloned().unwrap_or(Value::Null)))
+                .collect()
+        })
+        .collect();
+    rows.sort_by_key(|r| format!("{r:?}"));
+    rows
+}
+
+const CONN: &[&str] = &[
+    "id.orig_h",
+    "id.orig_p",
+    "id.resp_h",
+    "id.resp_p",
+    "proto",
+    "service",
+    "history",
+    "orig_bytes",
+    "resp_bytes",
+    "orig_pkts",
+    "resp_pkts",
+    "conn_state",
+];
+const HTTP: &[&str] = &[
+    "id.orig_h",
+    "id.resp_h",
+    "method",
+    "host",
+    "uri",
+    "user_agent",
+    "status_code",
+    "response_body_len",
+];
+
+#[test]
+fn zeek_lists_the_plugin_and_its_component() {
+    let z = zeek_or_skip!("zeek_lists_the_plugin_and_its_component");
+    let dir = tmpdir("nn");
+    let out = z.command(&dir).args(["-NN", PLUGIN]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(PLUGIN) && text.contains("UDPTunnelSource"),
+        "{text}"
+    );
+    assert!(
+        text.contains("udp") && text.contains("udptunnel"),
+        "prefixes: {text}"
+    );
+}
+
+/// One end-to-end case: how to replay, which path Zeek listens on.
+struct Case {
+    name: &'static str,
+    raw_ip: bool,
+    replay: &'static [&'static str],
+    options: &'static str,
+    v6: bool,
+    io_uring: bool,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "vxlan",
+        raw_ip: false,
+        replay: &["--encap", "vxlan", "--vni", "5"],
+        options: "",
+        v6: false,
+        io_uring: false,
+    },
+    Case {
+        name: "vxlan-io_uring",
+        raw_ip: false,
+        replay: &["--encap", "vxlan"],
+        options: ":vxlan",
+        v6: false,
+        io_uring: true,
+    },
+    Case {
+        name: "geneve-ethernet",
+        raw_ip: false,
+        replay: &["--encap", "geneve"],
+        options: ":geneve",
+        v6: false,
+        io_uring: false,
+    },
+    Case {
+        name: "geneve-ip",
+        raw_ip: true,
+        replay: &["--encap", "geneve"],
+        options: ":geneve",
+        v6: false,
+        io_uring: true,
+    },
+    Case {
+        name: "geneve+vxlan",
+        raw_ip: false,
+        replay: &["--encap", "geneve+vxlan"],
+        options: ":geneve+vxlan",
+        v6: false,
+        io_uring: false,
+    },
+    Case {
+        name: "raw",
+        raw_ip: true,
+        replay: &["--encap", "raw"],
+        options: ":raw:dlt=raw",
+        v6: false,
+        io_uring: false,
+    },
+    Case {
+        name: "skip",
+        raw_ip: false,
+        replay: &["--encap", "skip=8"],
+        options: ":skip=8",
+        v6: false,
+        io_uring: true,
+    },
+    Case {
+        name: "ipv6-listener",
+        raw_ip: false,
+        replay: &["--encap", "vxlan"],
+        options: ":vxlan",
+        v6: true,
+        io_uring: false,
+    },
+];
+
+#[test]
+fn live_logs_match_zeek_reading_the_inner_packets() {
+    let z = zeek_or_skip!("live_logs_match_zeek_reading_the_inner_packets");
+    let dir = tmpdir("e2e");
+    let frames = common::http_session();
+    let eth = dir.join("inner.pcap");
+    let raw = dir.join("inner-raw.pcap");
+    write_pcap(&eth, DataLink::ETHERNET, &frames);
+    write_pcap(&raw, DataLink::RAW, &common::without_ethernet(&frames));
+    let offline = dir.join("offline");
+    std::fs::create_dir_all(&offline).unwrap();
+    z.read(&offline, &eth);
+    let want_conn = log(&offline, "conn", CONN);
+    let want_http = log(&offline, "http", HTTP);
+    assert_eq!(want_conn.len(), 1, "the session is one connection");
+    assert_eq!(
+        want_conn[0]["service"],
+        Value::from(vec!["http"]),
+        "{want_conn:?}"
+    );
+    assert_eq!(want_http.len(), 1);
+
+    for case in CASES {
+        let run = dir.join(case.name);
+        std::fs::create_dir_all(&run).unwrap();
+        let port = free_port(case.v6);
+        let host = if case.v6 { "[::1]" } else { "127.0.0.1" };
+        let path = format!("udp::{host}:{port}{}", case.options);
+        let redef = "redef PacketSource::UDP::implementation = PacketSource::UDP::IO_URING;";
+        let scripts: Vec<&str> = if case.io_uring {
+            vec!["-e", redef]
+        } else {
+            vec![]
+        };
+        let child = z.live(&run, &path, port, case.v6, &scripts);
+        replay(
+            if case.raw_ip { &raw } else { &eth },
+            &format!("{host}:{port}"),
+            case.replay,
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+        let out = stop(child);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            log(&run, "conn", CONN),
+            want_conn,
+            "{}: conn.log ({stderr})",
+            case.name
+        );
+        assert_eq!(
+            log(&run, "http", HTTP),
+            want_http,
+            "{}: http.log",
+            case.name
+        );
+        assert!(
+            !run.join("weird.log").exists()
+                || !std::fs::read_to_string(run.join("weird.log"))
+                    .unwrap()
+                    .contains("udp"),
+            "{}: no tunnel weirds",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn shared_http_trace_matches_too() {
+    let z = zeek_or_skip!("shared_http_trace_matches_too");
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/traces/vxlan-encapsulated-http.pcap");
+    if !shared.is_file() {
+        common::skipped(
+            "shared_http_trace_matches_too",
+            "../shared/traces not found",
+        );
+        return;
+    }
+    let dir = tmpdir("shared");
+    // The inner frames, decapsulated here, are what `zeek -r` reads.
+    let decap = zeek_udp_source::decap::Decapsulator::new(
+        zeek_udp_source::Encap::Vxlan,
+        zeek_udp_source::LinkType::En10Mb,
+    );
+    let inner: Vec<Vec<u8>> = zeek_udp_source::trace::read(&shared)
+        .unwrap()
+        .iter()
+        .filter_map(|p| zeek_udp_source::trace::udp_payload(p.linktype, &p.data))
+        .map(|d| d[decap.decap(d).unwrap().offset..].to_vec())
+        .collect();
+    let eth = dir.join("inner.pcap");
+    write_pcap(&eth, DataLink::ETHERNET, &inner);
+    let offline = dir.join("offline");
+    std::fs::create_dir_all(&offline).unwrap();
+    z.read(&offline, &eth);
+    let port = free_port(false);
+    let live = dir.join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let child = z.live(&live, &format!("udp::127.0.0.1:{port}"), port, false, &[]);
+    replay(&shared, &format!("127.0.0.1:{port}"), &["--passthrough"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    stop(child);
+    assert_eq!(log(&live, "conn", CONN), log(&offline, "conn", CONN));
+    assert_eq!(log(&live, "http", HTTP), log(&offline, "http", HTTP));
+}
+
+#[test]
+fn kernel_drops_reach_zeeks_statistics() {
+    let z = zeek_or_skip!("kernel_drops_reach_zeeks_statistics");
+    let dir = tmpdir("drops");
+    // Many small UDP packets at full speed into a 64 KiB buffer.
+    let frames: Vec<Vec<u8>> = (0..2000).map(|i| common::eth_frame(i, 600)).collect();
+    let trace = dir.join("flood.pcap");
+    write_pcap(&trace, DataLink::ETHERNET, &frames);
+    let port = free_port(false);
+    let script = "redef PacketSource::UDP::udp_recv_buffer_size = 65536; \
+                  event zeek_done() { print fmt(\"STATS %s\", to_json(get_net_stats())); }";
+    let child = z.live(
+        &dir,
+        &format!("udp::127.0.0.1:{port}"),
+        port,
+        false,
+        &["-e", script],
+    );
+    let loops = 25;
+    let out = Command::new(UDPSRC)
+        .arg("replay")
+        .arg(&trace)
+        .args([
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "--quiet",
+            "--loop",
+            &loops.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = stop(child);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("STATS "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no stats: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let stats: Value = serde_json::from_str(line).unwrap();
+    let get = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("{k} in {line}"));
+    let sent = (frames.len() * loops) as u64;
+    assert!(
+        get("pkts_dropped") > 0,
+        "an overloaded 64 KiB buffer drops: {line}"
+    );
+    assert_eq!(get("pkts_link"), sent, "link = everything sent: {line}");
+    assert_eq!(
+        get("pkts_recvd") + get("pkts_dropped"),
+        sent,
+        "received + dropped = sent: {line}"
+    );
+}
+
+#[test]
+fn a_bad_path_and_a_taken_port_stop_zeek_with_one_clear_line() {
+    let z = zeek_or_skip!("a_bad_path_and_a_taken_port_stop_zeek_with_one_clear_line");
+    let dir = tmpdir("errors");
+    let out = z
+        .command(&dir)
+        .args(["-i", "udp::127.0.0.1:4789:vxlan:geneve"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("duplicate encapsulation 'geneve': 'vxlan' was already given"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("core dumped") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+
+    let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let out = z
+        .command(&dir)
+        .args(["-i", &format!("udp::127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "port {port} is in use by a socket without SO_REUSEPORT"
+        )),
+        "{stderr}"
+    );
+}
