@@ -166,8 +166,12 @@ pub struct UringReceiver {
     armed: bool,
     deferred: bool,
     current: Option<Lent>,
-    /// Completions were left in the CQ after the last `next`.
-    pending: bool,
+    /// Completions taken from the CQ in one go, handed out one by one.
+    batch: Vec<(i32, u32)>,
+    /// Next index into `batch`.
+    batch_next: usize,
+    /// Recycled buffers not yet made visible to the kernel.
+    unpublished: bool,
     /// Times the kernel found the buffer ring empty (it then waits in the
     /// socket buffer until we re-arm, and may be dropped there).
     pub ring_exhausted: u64,
@@ -218,13 +222,16 @@ impl UringReceiver {
             armed: false,
             deferred,
             current: None,
-            pending: false,
+            batch: Vec::with_capacity(config.cq_entries as usize),
+            batch_next: 0,
+            unpublished: false,
             ring_exhausted: 0,
         })
     }
 
     /// Submits the multishot receive.
     fn arm(&mut self) -> io::Result<()> {
+        self.publish();
         if !self.started {
             if self.deferred {
                 self.ring.submitter().register_enable_rings()?;
@@ -258,20 +265,39 @@ impl UringReceiver {
         Ok(())
     }
 
-    /// The next completion, looking harder only when the CQ is empty.
-    fn pop(&mut self) -> io::Result<Option<cqueue::Entry>> {
-        if let Some(cqe) = self.ring.completion().next() {
-            return Ok(Some(cqe));
+    /// Moves every completion in the CQ into `batch` (one head update).
+    fn refill(&mut self) -> bool {
+        self.batch.clear();
+        self.batch_next = 0;
+        self.batch
+            .extend(self.ring.completion().map(|c| (c.result(), c.flags())));
+        !self.batch.is_empty()
+    }
+
+    /// The next completion, looking harder only when there is none at hand.
+    fn pop(&mut self) -> io::Result<Option<(i32, u32)>> {
+        if self.batch_next < self.batch.len() {
+            self.batch_next += 1;
+            return Ok(Some(self.batch[self.batch_next - 1]));
+        }
+        // The kernel takes buffers only now (in task work): show it the
+        // recycled ones first.
+        self.publish();
+        if self.refill() {
+            return self.pop();
         }
         self.reap()?;
-        if let Some(cqe) = self.ring.completion().next() {
-            return Ok(Some(cqe));
+        if self.refill() {
+            return self.pop();
         }
         // About to report "nothing": clear the eventfd first, then look once
         // more, so work that raced with the clearing is not slept through.
         self.drain_eventfd();
         self.reap()?;
-        Ok(self.ring.completion().next())
+        if self.refill() {
+            return self.pop();
+        }
+        Ok(None)
     }
 
     fn drain_eventfd(&self) {
@@ -289,7 +315,14 @@ impl UringReceiver {
     fn recycle(&mut self, bid: u16) {
         let addr = self.buffers[usize::from(bid) * self.buffer_size..].as_mut_ptr();
         self.bufring.push(addr, self.buffer_size as u32, bid);
-        self.bufring.publish();
+        self.unpublished = true;
+    }
+
+    fn publish(&mut self) {
+        if self.unpublished {
+            self.bufring.publish();
+            self.unpublished = false;
+        }
     }
 
     /// Turns a successful completion into a lent datagram.
@@ -299,7 +332,6 @@ impl UringReceiver {
         let out = types::RecvMsgOut::parse(buf, &self.msghdr).ok()?;
         let payload = out.payload_data();
         let start = payload.as_ptr() as usize - self.buffers.as_ptr() as usize;
-        self.pending = !self.ring.completion().is_empty();
         let meta = RecvMeta {
             captured: payload.len(),
             wire_len: (out.incoming_payload_len() as usize).max(payload.len()),
@@ -351,15 +383,13 @@ impl Receiver for UringReceiver {
             if !self.armed {
                 self.arm()?;
             }
-            let Some(cqe) = self.pop()? else {
-                self.pending = false;
+            let Some((result, flags)) = self.pop()? else {
                 return Ok(None);
             };
-            if !cqueue::more(cqe.flags()) {
+            if !cqueue::more(flags) {
                 self.armed = false;
             }
-            let bid = cqueue::buffer_select(cqe.flags());
-            let result = cqe.result();
+            let bid = cqueue::buffer_select(flags);
             if result < 0 {
                 if let Some(bid) = bid {
                     self.recycle(bid);
@@ -367,6 +397,7 @@ impl Receiver for UringReceiver {
                 if result == -libc::ENOBUFS {
                     // Every buffer was in use; they are back now, so re-arm.
                     self.ring_exhausted += 1;
+                    self.publish();
                     continue;
                 }
                 return Err(io::Error::from_raw_os_error(-result));
@@ -416,7 +447,7 @@ impl Receiver for UringReceiver {
     }
 
     fn has_pending(&self) -> bool {
-        self.pending
+        self.batch_next < self.batch.len()
     }
 
     fn kind(&self) -> ReceiverKind {
