@@ -187,11 +187,15 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| run(&mut plain, plain_to, &payload, iters))
         });
         for kind in [ReceiverKind::Recvmmsg, ReceiverKind::IoUring] {
-            let cfg = Config {
+            let mut cfg = Config {
                 receiver: kind,
                 recv_buffer_size: RCVBUF,
                 ..Config::default()
             };
+            // BENCH_CQ=<n>: try another io_uring completion queue size.
+            if let Some(cq) = std::env::var("BENCH_CQ").ok().and_then(|v| v.parse().ok()) {
+                cfg.uring.cq_entries = cq;
+            }
             let mut path = zeek_udp_source::path::parse("127.0.0.1:1:vxlan").unwrap();
             path.addr.set_port(0);
             let mut src = Source::open_path(path, &cfg).unwrap();

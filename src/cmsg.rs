@@ -45,16 +45,16 @@ fn align(len: usize) -> usize {
 /// malformed tail ends the walk.
 pub fn parse(control: &[u8]) -> Ancillary {
     let mut out = Ancillary::default();
-    let mut at = 0;
-    while at + HDR_LEN <= control.len() {
+    let mut rest = control;
+    while rest.len() >= HDR_LEN {
         // SAFETY: HDR_LEN bytes are in bounds; read_unaligned has no alignment needs.
-        let hdr: libc::cmsghdr =
-            unsafe { std::ptr::read_unaligned(control.as_ptr().add(at).cast()) };
+        let hdr: libc::cmsghdr = unsafe { std::ptr::read_unaligned(rest.as_ptr().cast()) };
+        // Compared before any arithmetic: a hostile length cannot overflow.
         let len = hdr.cmsg_len as usize;
-        if len < HDR_LEN || at + len > control.len() {
+        if len < HDR_LEN || len > rest.len() {
             break;
         }
-        let data = &control[at + align(HDR_LEN)..at + len.max(align(HDR_LEN))];
+        let data = rest.get(align(HDR_LEN)..len).unwrap_or_default();
         if hdr.cmsg_level == libc::SOL_SOCKET {
             match hdr.cmsg_type {
                 libc::SCM_TIMESTAMPNS => out.timestamp = timespec(data),
@@ -63,7 +63,7 @@ pub fn parse(control: &[u8]) -> Ancillary {
                 _ => {}
             }
         }
-        at += align(len);
+        rest = rest.get(align(len)..).unwrap_or_default();
     }
     out
 }

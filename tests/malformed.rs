@@ -220,3 +220,21 @@ fn rejects_are_counted_over_sockets() {
         }
     }
 }
+
+#[test]
+fn control_data_with_hostile_lengths_is_ignored() {
+    // Found by the `ancillary` fuzz target: a cmsg_len near usize::MAX
+    // overflowed the bounds check.
+    let mut control = vec![0u8; 32];
+    control[..8].copy_from_slice(&u64::MAX.to_ne_bytes());
+    assert_eq!(zeek_udp_source::cmsg::parse(&control), Default::default());
+    control[..8].copy_from_slice(&(u64::MAX - 7).to_ne_bytes());
+    assert_eq!(zeek_udp_source::cmsg::parse(&control), Default::default());
+    // A well-formed SO_RXQ_OVFL message still parses after a short one.
+    let mut ok = vec![0u8; 24];
+    ok[..8].copy_from_slice(&20u64.to_ne_bytes());
+    ok[8..12].copy_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+    ok[12..16].copy_from_slice(&libc::SO_RXQ_OVFL.to_ne_bytes());
+    ok[16..20].copy_from_slice(&7u32.to_ne_bytes());
+    assert_eq!(zeek_udp_source::cmsg::parse(&ok).drops, Some(7));
+}
