@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Whole-system benchmark: a real Zeek with this plugin, fed by udpsrc replay.
+#
+#   benches/zeek.sh [--rates "50000 100000 200000 0"] [--packets N] [--idle S]
+#
+# For each receiver (recvmmsg, io_uring) it reports:
+#   - idle CPU of `zeek -b -i udp::...` over --idle seconds with no traffic;
+#   - for each rate (0 = as fast as udpsrc sends): packets sent, what Zeek's
+#     own statistics say it received and dropped, CPU seconds per million
+#     packets of the Zeek process, and its peak RSS;
+#   - the highest rate with zero loss (sent = received, from Zeek's stats).
+# Needs zeek-config on PATH (or ZEEK_CONFIG) and `cargo build --release` done
+# with it. Rates are in packets per second of the replayed trace.
+set -euo pipefail
+
+rates="50000 100000 200000 400000 0"
+packets=400000
+idle=10
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rates) rates=$2; shift 2 ;;
+        --packets) packets=$2; shift 2 ;;
+        --idle) idle=$2; shift 2 ;;
+        *) echo "usage: $0 [--rates \"R1 R2 ...\"] [--packets N] [--idle S]" >&2; exit 2 ;;
+    esac
+done
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+zc=${ZEEK_CONFIG:-$(command -v zeek-config || true)}
+if [ -z "$zc" ]; then
+    echo "SKIPPED: zeek-config not found (set ZEEK_CONFIG or put it on PATH)" >&2
+    exit 0
+fi
+zeek="$("$zc" --prefix)/bin/zeek"
+plugin="$top/target/release/zeek-plugin"
+udpsrc="$top/target/release/udpsrc"
+if [ ! -e "$plugin/__zeek_plugin__" ] || [ ! -x "$udpsrc" ]; then
+    echo "build first: PATH=\$(dirname $zc):\$PATH cargo build --release" >&2
+    exit 1
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+hz=$(getconf CLK_TCK)
+
+# A trace of small TCP segments (the HTTP session's inner frames), looped.
+trace="$work/inner.pcap"
+"$udpsrc" --version >/dev/null
+python3 - "$trace" <<'PY'
+import struct, sys
+# 64-byte Ethernet/IPv4/UDP frames with distinct source ports (many flows).
+out = open(sys.argv[1], "wb")
+out.write(struct.pack("<IHHiIII", 0xa1b2c3d4, 2, 4, 0, 0, 65535, 1))
+for i in range(1000):
+    payload = bytes(18)
+    udp = struct.pack("!HHHH", 10000 + i, 53, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i, 0, 64, 17, 0,
+                     bytes([10, 0, i >> 8, i & 255]), bytes([10, 1, 0, 1]))
+    s = sum(struct.unpack("!10H", ip)); s = (s & 0xffff) + (s >> 16); s = (s & 0xffff) + (s >> 16)
+    ip = ip[:10] + struct.pack("!H", ~s & 0xffff) + ip[12:]
+    frame = bytes([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0]) + ip + udp
+    out.write(struct.pack("<IIII", 1700000000, i, len(frame), len(frame)) + frame)
+PY
+loops=$(( (packets + 999) / 1000 ))
+sent=$(( loops * 1000 ))
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+peak_rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# start_zeek <receiver> <port>: starts Zeek, waits until its socket is bound.
+start_zeek() {
+    local impl=RECVMMSG
+    [ "$1" = io_uring ] && impl=IO_URING
+    (cd "$work" && ZEEK_PLUGIN_PATH="$plugin" exec "$zeek" -b UDPTunnel::PacketSource \
+        -i "udp::127.0.0.1:$2:vxlan" \
+        -e "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;
+            event zeek_done() { local s = get_net_stats(); print fmt(\"STATS %d %d %d\", s\$pkts_recvd, s\$pkts_dropped, s\$pkts_link); }" \
+        >"$work/zeek.out" 2>"$work/zeek.err") &
+    zpid=$!
+    for _ in $(seq 100); do
+        ss -uln "sport = :$2" | grep -q ":$2" && break
+        sleep 0.1
+    done
+    sleep 1
+}
+
+stop_zeek() {
+    kill -TERM "$zpid" 2>/dev/null || true
+    wait "$zpid" 2>/dev/null || true
+}
+
+printf '%-9s %-9s %10s %10s %10s %9s %12s %9s\n' receiver rate sent received dropped "loss%" "cpu_s/Mpkt" "rss_MiB"
+for receiver in recvmmsg io_uring; do
+    port=$(( 20000 + RANDOM % 20000 ))
+    start_zeek "$receiver" "$port"
+    c0=$(cpu_ticks "$zpid"); sleep "$idle"; c1=$(cpu_ticks "$zpid")
+    stop_zeek
+    idle_pct=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v s="$idle" 'BEGIN { printf "%.2f", 100 * t / hz / s }')
+    echo "# $receiver idle CPU over ${idle}s: ${idle_pct}%"
+    best=none
+    for rate in $rates; do
+        port=$(( 20000 + RANDOM % 20000 ))
+        start_zeek "$receiver" "$port"
+        c0=$(cpu_ticks "$zpid")
+        pace=(); [ "$rate" != 0 ] && pace=(--pps "$rate")
+        "$udpsrc" replay "$trace" --to "127.0.0.1:$port" --encap vxlan --loop "$loops" --sport-fixed $((port + 1)) --quiet "${pace[@]}" >"$work/replay.out"
+        sleep 1
+        c1=$(cpu_ticks "$zpid"); rss=$(peak_rss "$zpid")
+        stop_zeek
+        read -r _ recvd dropped link < <(grep '^STATS' "$work/zeek.out" || echo "STATS 0 0 0")
+        label=$rate; [ "$rate" = 0 ] && label=max
+        awk -v r="$receiver" -v l="$label" -v s="$sent" -v rc="$recvd" -v d="$dropped" -v t=$((c1 - c0)) -v hz="$hz" -v rss="$rss" 'BEGIN {
+            printf "%-9s %-9s %10d %10d %10d %9.3f %12.3f %9.1f\n", r, l, s, rc, d, 100 * (s - rc) / s, (t / hz) / (rc > 0 ? rc : 1) * 1e6, rss / 1024 }'
+        [ "$recvd" = "$sent" ] && best=$label
+    done
+    echo "# $receiver highest loss-free rate: $best"
+done
