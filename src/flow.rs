@@ -4,6 +4,7 @@
 //! SO_REUSEPORT balancing stays flow-consistent.
 
 use crate::link::LinkType;
+use crate::wire::ethernet;
 
 /// The endpoints of a packet's flow, as far as they could be found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +21,7 @@ pub struct FlowKey {
 pub fn flow_key(link: LinkType, packet: &[u8]) -> Option<FlowKey> {
     let ip = match link {
         LinkType::Raw => packet,
-        LinkType::En10Mb => ethernet_ip(packet)?,
+        LinkType::En10Mb => ethernet::ip_payload(packet)?,
         LinkType::Ppp => return None,
     };
     let (src, dst, proto, l4) = match ip.first()? >> 4 {
@@ -54,18 +55,6 @@ pub fn flow_key(link: LinkType, packet: &[u8]) -> Option<FlowKey> {
         ((dst, dport), (src, sport))
     };
     Some(FlowKey { a, b, proto })
-}
-
-fn ethernet_ip(frame: &[u8]) -> Option<&[u8]> {
-    let mut at = 12;
-    loop {
-        let ethertype = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
-        match ethertype {
-            0x8100 | 0x88a8 => at += 4,
-            0x0800 | 0x86dd => return frame.get(at + 2..),
-            _ => return None,
-        }
-    }
 }
 
 impl FlowKey {

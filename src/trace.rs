@@ -175,22 +175,10 @@ fn read_pcapng(file: impl Read) -> Result<Vec<TracePacket>, pcap_file::PcapError
 /// IPv6, then UDP. `None` when the frame holds no UDP.
 pub fn udp_payload(linktype: u32, frame: &[u8]) -> Option<&[u8]> {
     let ip = match linktype {
-        1 => ethernet_payload(frame)?,
+        1 => crate::wire::ethernet::ip_payload(frame)?,
         101 | 12 | 14 => frame,
         113 => frame.get(16..)?, // LINKTYPE_LINUX_SLL
         _ => return None,
     };
     crate::wire::ip::udp_payload(ip).ok()
-}
-
-fn ethernet_payload(frame: &[u8]) -> Option<&[u8]> {
-    let mut at = 12;
-    loop {
-        let ethertype = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
-        match ethertype {
-            0x8100 | 0x88a8 => at += 4,
-            0x0800 | 0x86dd => return frame.get(at + 2..),
-            _ => return None,
-        }
-    }
 }

@@ -149,21 +149,6 @@ const FILES: &[Facts] = &[
     },
 ];
 
-/// Outer UDP payloads, parsed with etherparse (not the code under test).
-fn datagrams(file: &std::path::Path) -> Vec<Vec<u8>> {
-    trace::read(file)
-        .unwrap()
-        .iter()
-        .filter_map(|p| {
-            let sliced = etherparse::LaxSlicedPacket::from_ethernet(&p.data).ok()?;
-            match sliced.transport? {
-                etherparse::TransportSlice::Udp(udp) => Some(udp.payload().to_vec()),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
 /// A second, deliberately naive decapsulator to compare against.
 fn reference_inner(encap: &str, d: &[u8]) -> Vec<u8> {
     let geneve_len = |d: &[u8]| 8 + usize::from(d[0] & 0x3f) * 4;
@@ -187,7 +172,7 @@ fn replayed_traces_give_their_inner_frames() {
     };
     for kind in receivers() {
         for facts in FILES {
-            let sent = datagrams(&dir.join(facts.file));
+            let sent = common::outer_udp_payloads(&dir.join(facts.file));
             assert!(!sent.is_empty(), "{}: no UDP in trace", facts.file);
             let mut src = open(kind, "127.0.0.1", facts.encap);
             let _tx = send_all(src.local_addr().unwrap(), &sent);
@@ -257,7 +242,7 @@ fn truncated_geneve_capture_is_rejected_not_delivered() {
         return;
     };
     // The capture's datagram holds a GENEVE header and an option, no packet.
-    let sent = datagrams(&dir.join("geneve-truncated.pcapng"));
+    let sent = common::outer_udp_payloads(&dir.join("geneve-truncated.pcapng"));
     assert!(!sent.is_empty());
     for kind in receivers() {
         let mut src = open(kind, "127.0.0.1", "geneve");
@@ -286,6 +271,6 @@ fn library_finds_the_same_udp_payloads_as_etherparse() {
             .iter()
             .filter_map(|p| trace::udp_payload(p.linktype, &p.data).map(<[u8]>::to_vec))
             .collect();
-        assert_eq!(ours, datagrams(&path), "{}", facts.file);
+        assert_eq!(ours, common::outer_udp_payloads(&path), "{}", facts.file);
     }
 }

@@ -10,30 +10,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pcap_file::DataLink;
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::pcapng::{Block, PcapNgReader, blocks::enhanced_packet::EnhancedPacketOption};
 
 const BIN: &str = env!("CARGO_BIN_EXE_udpsrc");
-
-fn tmpdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("udpsrc-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Writes a classic pcap with pcap-file's writer (independent of ours).
-fn write_pcap(path: &Path, link: DataLink, frames: &[Vec<u8>]) {
-    let header = PcapHeader {
-        datalink: link,
-        ..PcapHeader::default()
-    };
-    let mut w = PcapWriter::with_header(File::create(path).unwrap(), header).unwrap();
-    for (i, f) in frames.iter().enumerate() {
-        let ts = Duration::from_micros(1_700_000_000_000_000 + i as u64 * 1000);
-        w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
-            .unwrap();
-    }
-}
 
 /// Two TCP flows and one UDP flow, both directions, interleaved.
 fn ethernet_frames() -> Vec<Vec<u8>> {
@@ -139,10 +118,10 @@ fn read_pcapng(path: &Path) -> Vec<(u32, Vec<u8>, String)> {
 
 #[test]
 fn replay_into_listen_round_trips_every_encapsulation() {
-    let dir = tmpdir("roundtrip");
+    let dir = common::tmpdir("roundtrip");
     let frames = ethernet_frames();
     let trace = dir.join("eth.pcap");
-    write_pcap(&trace, DataLink::ETHERNET, &frames);
+    common::write_pcap(&trace, DataLink::ETHERNET, &frames);
     for (encap, vni_args, want_comment) in [
         ("vxlan", vec!["--vni", "77"], "vxlan_vni=77"),
         (
@@ -207,10 +186,10 @@ fn replay_into_listen_round_trips_every_encapsulation() {
 
 #[test]
 fn raw_ip_trace_in_geneve_comes_out_as_raw_ip() {
-    let dir = tmpdir("rawip");
+    let dir = common::tmpdir("rawip");
     let packets: Vec<Vec<u8>> = (0..10).map(|i| common::ipv6_packet(i, 100)).collect();
     let trace = dir.join("raw.pcap");
-    write_pcap(&trace, DataLink::RAW, &packets);
+    common::write_pcap(&trace, DataLink::RAW, &packets);
     let port = free_port();
     let out = dir.join("raw.pcapng");
     let child = listen(
@@ -245,24 +224,14 @@ fn passthrough_of_captured_tunnels_gives_the_inner_frames() {
         common::skipped(module_path!(), "../shared/traces not found");
         return;
     }
-    let dir = tmpdir("passthrough");
+    let dir = common::tmpdir("passthrough");
     for (file, encap, header) in [
         ("vxlan-encapsulated-http.pcap", "vxlan", 8usize),
         ("vxlan.pcap", "vxlan", 8),
         ("geneve-many-options.pcap", "geneve", 8 + 76),
     ] {
         let trace = dir_traces.join(file);
-        let sent: Vec<Vec<u8>> = zeek_udp_source::trace::read(&trace)
-            .unwrap()
-            .iter()
-            .filter_map(|p| {
-                let s = etherparse::LaxSlicedPacket::from_ethernet(&p.data).ok()?;
-                match s.transport? {
-                    etherparse::TransportSlice::Udp(u) => Some(u.payload().to_vec()),
-                    _ => None,
-                }
-            })
-            .collect();
+        let sent = common::outer_udp_payloads(&trace);
         let port = free_port();
         let out = dir.join(format!("{file}.pcapng"));
         let child = listen(
@@ -291,10 +260,10 @@ fn passthrough_of_captured_tunnels_gives_the_inner_frames() {
 
 #[test]
 fn both_directions_of_a_flow_share_one_outer_source_port() {
-    let dir = tmpdir("symmetric");
+    let dir = common::tmpdir("symmetric");
     let frames = ethernet_frames();
     let trace = dir.join("eth.pcap");
-    write_pcap(&trace, DataLink::ETHERNET, &frames);
+    common::write_pcap(&trace, DataLink::ETHERNET, &frames);
     let port = free_port();
     let out = dir.join("sym.pcapng");
     let child = listen(
@@ -372,11 +341,11 @@ fn both_directions_of_a_flow_share_one_outer_source_port() {
 
 #[test]
 fn bad_input_gives_one_clear_line_and_exit_2() {
-    let dir = tmpdir("bad");
+    let dir = common::tmpdir("bad");
     let good = dir.join("good.pcap");
-    write_pcap(&good, DataLink::ETHERNET, &ethernet_frames());
+    common::write_pcap(&good, DataLink::ETHERNET, &ethernet_frames());
     let wifi = dir.join("wifi.pcap");
-    write_pcap(&wifi, DataLink::IEEE802_11, &[vec![0u8; 40]]);
+    common::write_pcap(&wifi, DataLink::IEEE802_11, &[vec![0u8; 40]]);
     let text = dir.join("notes.txt");
     std::fs::write(&text, "not a capture\n").unwrap();
     let g = good.to_str().unwrap();
@@ -439,10 +408,10 @@ fn listen_output_is_readable_by_tcpdump() {
         common::skipped(module_path!(), "tcpdump not installed");
         return;
     }
-    let dir = tmpdir("tcpdump");
+    let dir = common::tmpdir("tcpdump");
     let frames = ethernet_frames();
     let trace = dir.join("eth.pcap");
-    write_pcap(&trace, DataLink::ETHERNET, &frames);
+    common::write_pcap(&trace, DataLink::ETHERNET, &frames);
     let port = free_port();
     let out = dir.join("t.pcapng");
     let child = listen(port, &format!("127.0.0.1:{port}"), &out, frames.len(), &[]);

@@ -7,14 +7,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pcap_file::DataLink;
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use serde_json::Value;
 
 const PLUGIN: &str = "UDPTunnel::PacketSource";
@@ -70,26 +68,6 @@ macro_rules! zeek_or_skip {
             }
         }
     };
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zeek-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn write_pcap(path: &Path, link: DataLink, frames: &[Vec<u8>]) {
-    let header = PcapHeader {
-        datalink: link,
-        ..PcapHeader::default()
-    };
-    let mut w = PcapWriter::with_header(File::create(path).unwrap(), header).unwrap();
-    for (i, f) in frames.iter().enumerate() {
-        let ts = Duration::from_micros(1_700_000_000_000_000 + i as u64 * 10_000);
-        w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
-            .unwrap();
-    }
 }
 
 impl Zeek {
@@ -213,7 +191,7 @@ const HTTP: &[&str] = &[
 #[test]
 fn zeek_lists_the_plugin_and_its_component() {
     let z = zeek_or_skip!("zeek_lists_the_plugin_and_its_component");
-    let dir = tmpdir("nn");
+    let dir = common::tmpdir("nn");
     let out = z.command(&dir).args(["-NN", PLUGIN]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -311,12 +289,12 @@ const CASES: &[Case] = &[
 #[test]
 fn live_logs_match_zeek_reading_the_inner_packets() {
     let z = zeek_or_skip!("live_logs_match_zeek_reading_the_inner_packets");
-    let dir = tmpdir("e2e");
+    let dir = common::tmpdir("e2e");
     let frames = common::http_session();
     let eth = dir.join("inner.pcap");
     let raw = dir.join("inner-raw.pcap");
-    write_pcap(&eth, DataLink::ETHERNET, &frames);
-    write_pcap(&raw, DataLink::RAW, &common::without_ethernet(&frames));
+    common::write_pcap(&eth, DataLink::ETHERNET, &frames);
+    common::write_pcap(&raw, DataLink::RAW, &common::without_ethernet(&frames));
     let offline = dir.join("offline");
     std::fs::create_dir_all(&offline).unwrap();
     z.read(&offline, &eth);
@@ -386,7 +364,7 @@ fn shared_http_trace_matches_too() {
         );
         return;
     }
-    let dir = tmpdir("shared");
+    let dir = common::tmpdir("shared");
     // The inner frames, decapsulated here, are what `zeek -r` reads.
     let decap = zeek_udp_source::decap::Decapsulator::new(
         zeek_udp_source::Encap::Vxlan,
@@ -399,7 +377,7 @@ fn shared_http_trace_matches_too() {
         .map(|d| d[decap.decap(d).unwrap().offset..].to_vec())
         .collect();
     let eth = dir.join("inner.pcap");
-    write_pcap(&eth, DataLink::ETHERNET, &inner);
+    common::write_pcap(&eth, DataLink::ETHERNET, &inner);
     let offline = dir.join("offline");
     std::fs::create_dir_all(&offline).unwrap();
     z.read(&offline, &eth);
@@ -417,11 +395,11 @@ fn shared_http_trace_matches_too() {
 #[test]
 fn kernel_drops_reach_zeeks_statistics() {
     let z = zeek_or_skip!("kernel_drops_reach_zeeks_statistics");
-    let dir = tmpdir("drops");
+    let dir = common::tmpdir("drops");
     // Many small UDP packets at full speed into a 64 KiB buffer.
     let frames: Vec<Vec<u8>> = (0..2000).map(|i| common::eth_frame(i, 600)).collect();
     let trace = dir.join("flood.pcap");
-    write_pcap(&trace, DataLink::ETHERNET, &frames);
+    common::write_pcap(&trace, DataLink::ETHERNET, &frames);
     let port = free_port(false);
     let script = "redef PacketSource::UDP::udp_recv_buffer_size = 65536; \
                   event zeek_done() { print fmt(\"STATS %s\", to_json(get_net_stats())); }";
@@ -476,7 +454,7 @@ fn kernel_drops_reach_zeeks_statistics() {
 #[test]
 fn a_bad_path_and_a_taken_port_stop_zeek_with_one_clear_line() {
     let z = zeek_or_skip!("a_bad_path_and_a_taken_port_stop_zeek_with_one_clear_line");
-    let dir = tmpdir("errors");
+    let dir = common::tmpdir("errors");
     let out = z
         .command(&dir)
         .args(["-i", "udp::127.0.0.1:4789:vxlan:geneve"])

@@ -1,6 +1,7 @@
 //! Zero-copy views over tunnel headers, in the style of smoltcp's `wire`:
 //! each view is checked once when made, then its accessors cannot fail.
 
+pub mod ethernet;
 pub mod geneve;
 pub mod ip;
 pub mod vxlan;

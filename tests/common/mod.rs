@@ -237,3 +237,44 @@ pub fn skipped(test: &str, why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {why}");
 }
+
+/// A fresh scratch directory for one test.
+pub fn tmpdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("zus-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes a classic pcap with pcap-file's writer (independent of ours),
+/// one packet every 10 ms.
+pub fn write_pcap(path: &std::path::Path, link: pcap_file::DataLink, frames: &[Vec<u8>]) {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let header = PcapHeader {
+        datalink: link,
+        ..PcapHeader::default()
+    };
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = PcapWriter::with_header(file, header).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        let ts = Duration::from_micros(1_700_000_000_000_000 + i as u64 * 10_000);
+        w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
+            .unwrap();
+    }
+}
+
+/// The outer UDP payloads of a capture, found with etherparse (not the
+/// code under test).
+pub fn outer_udp_payloads(path: &std::path::Path) -> Vec<Vec<u8>> {
+    zeek_udp_source::trace::read(path)
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            let sliced = etherparse::LaxSlicedPacket::from_ethernet(&p.data).ok()?;
+            match sliced.transport? {
+                etherparse::TransportSlice::Udp(udp) => Some(udp.payload().to_vec()),
+                _ => None,
+            }
+        })
+        .collect()
+}
