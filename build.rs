@@ -79,8 +79,14 @@ fn build_shim(zeek_config: &Path) {
         .define("ZUS_VERSION_PATCH", patch.as_str())
         .flag_if_supported("-Wno-unused-parameter")
         .cargo_metadata(false);
-    for dir in includes.split(':').filter(|d| !d.is_empty()) {
-        build.include(dir);
+    // -isystem: warnings in Zeek's own headers are not ours to fix.
+    // /usr/include is one already, and naming it again breaks #include_next.
+    let standard = ["/usr/include", "/usr/local/include"];
+    for dir in includes
+        .split(':')
+        .filter(|d| !d.is_empty() && !standard.contains(d))
+    {
+        build.flag("-isystem").flag(dir);
     }
     if debug {
         build.define("DEBUG", None);
