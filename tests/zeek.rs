@@ -507,3 +507,39 @@ fn a_bad_path_and_a_taken_port_stop_zeek_with_one_clear_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn malformed_datagrams_raise_weirds_named_for_their_reason() {
+    let z = zeek_or_skip!("malformed_datagrams_raise_weirds_named_for_their_reason");
+    let dir = common::tmpdir("weirds");
+    let port = free_port(false);
+    let child = z.live(
+        &dir,
+        &format!("udp::127.0.0.1:{port}:vxlan"),
+        port,
+        false,
+        &[],
+    );
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut no_i_flag = vec![0u8, 0, 0, 0, 0, 0, 1, 0];
+    no_i_flag.extend(common::eth_frame(1, 40));
+    for d in [no_i_flag, vec![0x08, 0, 0], vec![]] {
+        tx.send_to(&d, ("127.0.0.1", port)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    stop(child);
+    let names: Vec<String> = log(&dir, "weird", &["name"])
+        .into_iter()
+        .filter_map(|r| r["name"].as_str().map(String::from))
+        .collect();
+    for want in [
+        "vxlan_unset_I_flag",
+        "vxlan_too_short",
+        "udp_empty_datagram",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} in weird.log: {names:?}"
+        );
+    }
+}
