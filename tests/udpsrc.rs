@@ -43,14 +43,6 @@ fn ethernet_frames() -> Vec<Vec<u8>> {
     out
 }
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `udpsrc listen` and waits until its socket is bound.
 fn listen(port: u16, path: &str, out: &Path, count: usize, extra: &[&str]) -> Child {
     let child = Command::new(BIN)
@@ -138,7 +130,7 @@ fn replay_into_listen_round_trips_every_encapsulation() {
         ("skip=8", vec![], ""),
     ] {
         for receiver in ["recvmmsg", "io_uring"] {
-            let port = free_port();
+            let port = common::unique_port();
             let out = dir.join(format!("{}-{receiver}.pcapng", encap.replace('+', "_")));
             let child = listen(
                 port,
@@ -190,7 +182,7 @@ fn raw_ip_trace_in_geneve_comes_out_as_raw_ip() {
     let packets: Vec<Vec<u8>> = (0..10).map(|i| common::ipv6_packet(i, 100)).collect();
     let trace = dir.join("raw.pcap");
     common::write_pcap(&trace, DataLink::RAW, &packets);
-    let port = free_port();
+    let port = common::unique_port();
     let out = dir.join("raw.pcapng");
     let child = listen(
         port,
@@ -232,7 +224,7 @@ fn passthrough_of_captured_tunnels_gives_the_inner_frames() {
     ] {
         let trace = dir_traces.join(file);
         let sent = common::outer_udp_payloads(&trace);
-        let port = free_port();
+        let port = common::unique_port();
         let out = dir.join(format!("{file}.pcapng"));
         let child = listen(
             port,
@@ -264,7 +256,7 @@ fn both_directions_of_a_flow_share_one_outer_source_port() {
     let frames = ethernet_frames();
     let trace = dir.join("eth.pcap");
     common::write_pcap(&trace, DataLink::ETHERNET, &frames);
-    let port = free_port();
+    let port = common::unique_port();
     let out = dir.join("sym.pcapng");
     let child = listen(
         port,
@@ -312,9 +304,9 @@ fn both_directions_of_a_flow_share_one_outer_source_port() {
     for (flow, peers) in &ports {
         assert_eq!(peers.len(), 1, "flow {flow:?} came from {peers:?}");
     }
-    let fixed = free_port();
+    let fixed = common::unique_port();
     let out2 = dir.join("fixed.pcapng");
-    let port2 = free_port();
+    let port2 = common::unique_port();
     let child = listen(
         port2,
         &format!("127.0.0.1:{port2}:vxlan"),
@@ -412,7 +404,7 @@ fn listen_output_is_readable_by_tcpdump() {
     let frames = ethernet_frames();
     let trace = dir.join("eth.pcap");
     common::write_pcap(&trace, DataLink::ETHERNET, &frames);
-    let port = free_port();
+    let port = common::unique_port();
     let out = dir.join("t.pcapng");
     let child = listen(port, &format!("127.0.0.1:{port}"), &out, frames.len(), &[]);
     assert!(

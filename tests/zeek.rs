@@ -142,15 +142,6 @@ fn stop(child: Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn free_port(v6: bool) -> u16 {
-    let host = if v6 { "::1" } else { "127.0.0.1" };
-    UdpSocket::bind((host, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn replay(trace: &Path, to: &str, args: &[&str]) {
     let out = Command::new(UDPSRC)
         .args(["replay"])
@@ -331,7 +322,7 @@ fn live_logs_match_zeek_reading_the_inner_packets() {
     for case in CASES {
         let run = dir.join(case.name);
         std::fs::create_dir_all(&run).unwrap();
-        let port = free_port(case.v6);
+        let port = common::unique_port();
         let host = if case.v6 { "[::1]" } else { "127.0.0.1" };
         let path = format!("udp::{host}:{port}{}", case.options);
         let redef = "redef PacketSource::UDP::implementation = PacketSource::UDP::IO_URING;";
@@ -401,7 +392,7 @@ fn shared_http_trace_matches_too() {
     let offline = dir.join("offline");
     std::fs::create_dir_all(&offline).unwrap();
     z.read(&offline, &eth);
-    let port = free_port(false);
+    let port = common::unique_port();
     let live = dir.join("live");
     std::fs::create_dir_all(&live).unwrap();
     let child = z.live(&live, &format!("udp::127.0.0.1:{port}"), port, false, &[]);
@@ -420,7 +411,7 @@ fn kernel_drops_reach_zeeks_statistics() {
     let frames: Vec<Vec<u8>> = (0..2000).map(|i| common::eth_frame(i, 600)).collect();
     let trace = dir.join("flood.pcap");
     common::write_pcap(&trace, DataLink::ETHERNET, &frames);
-    let port = free_port(false);
+    let port = common::unique_port();
     let script = "redef PacketSource::UDP::udp_recv_buffer_size = 65536; \
                   event zeek_done() { print fmt(\"STATS %s\", to_json(get_net_stats())); }";
     let child = z.live(
@@ -512,7 +503,7 @@ fn a_bad_path_and_a_taken_port_stop_zeek_with_one_clear_line() {
 fn malformed_datagrams_raise_weirds_named_for_their_reason() {
     let z = zeek_or_skip!("malformed_datagrams_raise_weirds_named_for_their_reason");
     let dir = common::tmpdir("weirds");
-    let port = free_port(false);
+    let port = common::unique_port();
     let child = z.live(
         &dir,
         &format!("udp::127.0.0.1:{port}:vxlan"),

@@ -278,3 +278,21 @@ pub fn outer_udp_payloads(path: &std::path::Path) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// A UDP port for a test listener: unique within this test process and
+/// outside the kernel's ephemeral range (32768+) and udpsrc's source ports
+/// (49152+), so no sender in a parallel test can hold it or probe it.
+pub fn unique_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919) % 10_000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + ((base + n * 13) % 10_000) as u16;
+        let free_v4 = UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        let free_v6 = UdpSocket::bind(("::1", port)).is_ok();
+        if free_v4 && free_v6 {
+            return port;
+        }
+    }
+}
