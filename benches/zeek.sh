@@ -103,12 +103,13 @@ for receiver in recvmmsg io_uring; do
         start_zeek "$receiver" "$port"
         c0=$(cpu_ticks "$zpid")
         pace=(); [ "$rate" != 0 ] && pace=(--pps "$rate")
-        "$udpsrc" replay "$trace" --to "127.0.0.1:$port" --encap vxlan --loop "$loops" --sport-fixed $((port + 1)) --quiet "${pace[@]}" >"$work/replay.out"
+        "$udpsrc" replay "$trace" --to "127.0.0.1:$port" --encap vxlan --loop "$loops" --sport-fixed $((port + 1)) --quiet --json "${pace[@]}" >"$work/replay.out"
+        achieved=$(sed -n 's/.*"pps":\([0-9]*\).*/\1/p' "$work/replay.out")
         sleep 1
         c1=$(cpu_ticks "$zpid"); rss=$(peak_rss "$zpid")
         stop_zeek
         read -r _ recvd dropped link < <(grep '^STATS' "$work/zeek.out" || echo "STATS 0 0 0")
-        label=$rate; [ "$rate" = 0 ] && label=max
+        label=$rate; [ "$rate" = 0 ] && label="max:$achieved"
         awk -v r="$receiver" -v l="$label" -v s="$sent" -v rc="$recvd" -v d="$dropped" -v t=$((c1 - c0)) -v hz="$hz" -v rss="$rss" 'BEGIN {
             printf "%-9s %-9s %10d %10d %10d %9.3f %12.3f %9.1f\n", r, l, s, rc, d, 100 * (s - rc) / s, (t / hz) / (rc > 0 ? rc : 1) * 1e6, rss / 1024 }'
         [ "$recvd" = "$sent" ] && best=$label
