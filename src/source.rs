@@ -125,11 +125,15 @@ impl Source {
         let listener = Listener::bind(path.addr, config.recv_buffer_size)?;
         let fd = listener.socket.as_raw_fd();
         let rx: Box<dyn Receiver> = match config.receiver {
-            ReceiverKind::Recvmmsg => Box::new(MmsgReceiver::new(
-                fd,
-                config.recvmmsg_batch,
-                config.recvmmsg_buffer_size,
-            )),
+            ReceiverKind::Recvmmsg => Box::new(
+                MmsgReceiver::new(fd, config.recvmmsg_batch, config.recvmmsg_buffer_size).map_err(
+                    |source| Error::Socket {
+                        addr: path.addr,
+                        call: "mmap of the receive buffers",
+                        source,
+                    },
+                )?,
+            ),
             ReceiverKind::IoUring => Box::new(UringReceiver::new(fd, &config.uring)?),
         };
         Ok(Source {

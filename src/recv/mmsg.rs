@@ -5,6 +5,7 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::RawFd;
 
+use super::buffers::Buffers;
 use super::{HEADROOM, Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
 use crate::cmsg::{self, CONTROL_LEN};
 
@@ -15,7 +16,7 @@ const CONTROL_WORDS: usize = CONTROL_LEN / 8;
 pub struct MmsgReceiver {
     fd: RawFd,
     buffer_size: usize,
-    buffers: Box<[u8]>,
+    buffers: Buffers,
     control: Box<[u64]>,
     names: Box<[libc::sockaddr_storage]>,
     /// Never read: kept alive because `headers` point into it.
@@ -35,12 +36,12 @@ unsafe impl Send for MmsgReceiver {}
 
 impl MmsgReceiver {
     /// `batch` datagrams of at most `buffer_size` bytes each per syscall.
-    pub fn new(fd: RawFd, batch: usize, buffer_size: usize) -> Self {
+    pub fn new(fd: RawFd, batch: usize, buffer_size: usize) -> io::Result<Self> {
         let batch = batch.max(1);
         let buffer_size = buffer_size.max(1);
         // Each slot is HEADROOM bytes, then the datagram's buffer.
         let stride = HEADROOM + buffer_size;
-        let mut buffers = vec![0u8; batch * stride].into_boxed_slice();
+        let mut buffers = Buffers::new(batch * stride)?;
         let mut control = vec![0u64; batch * CONTROL_WORDS].into_boxed_slice();
         // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
         let mut names =
@@ -75,7 +76,7 @@ impl MmsgReceiver {
             current: None,
         };
         rx.reset_headers(batch);
-        rx
+        Ok(rx)
     }
 
     /// The kernel overwrites name and control lengths; restore them.

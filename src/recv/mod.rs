@@ -9,6 +9,7 @@ use std::os::fd::RawFd;
 
 use crate::cmsg::Ancillary;
 
+pub mod buffers;
 pub mod mmsg;
 pub mod uring;
 

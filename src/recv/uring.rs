@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::{IoUring, cqueue, opcode, types};
 
+use super::buffers::Buffers;
 use super::{Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
 use crate::cmsg::{self, CONTROL_LEN};
 use crate::error::Error;
@@ -157,7 +158,7 @@ pub struct UringReceiver {
     // buffers) goes before the buffer ring and the buffers.
     ring: IoUring,
     bufring: BufRing,
-    buffers: Box<[u8]>,
+    buffers: Buffers,
     buffer_size: usize,
     msghdr: Box<libc::msghdr>,
     fd: RawFd,
@@ -196,7 +197,8 @@ impl UringReceiver {
                 .register_buf_ring_with_flags(bufring.base as u64, entries, BGID, 0)
                 .map_err(fail("IORING_REGISTER_PBUF_RING"))?;
         }
-        let mut buffers = vec![0u8; usize::from(entries) * buffer_size].into_boxed_slice();
+        let mut buffers = Buffers::new(usize::from(entries) * buffer_size)
+            .map_err(fail("mmap of the buffers"))?;
         for bid in 0..entries {
             let addr = buffers[usize::from(bid) * buffer_size..].as_mut_ptr();
             bufring.push(addr, buffer_size as u32, bid);
