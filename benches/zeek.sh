@@ -2,6 +2,8 @@
 # Whole-system benchmark: a real Zeek with this plugin, fed by udpsrc replay.
 #
 #   benches/zeek.sh [--rates "50000 100000 200000 0"] [--packets N] [--idle S]
+#   benches/zeek.sh --soak N       # endurance, N datagrams per receiver
+#   benches/zeek.sh --scaling      # 1, 2 and 4 Zeek processes on one port
 #
 # For each receiver (recvmmsg, io_uring) it reports:
 #   - idle CPU of `zeek -b -i udp::...` over --idle seconds with no traffic;
@@ -16,12 +18,16 @@ set -euo pipefail
 rates="50000 100000 200000 400000 0"
 packets=400000
 idle=10
+mode=rates
+soak=10000000
 while [ $# -gt 0 ]; do
     case "$1" in
         --rates) rates=$2; shift 2 ;;
         --packets) packets=$2; shift 2 ;;
         --idle) idle=$2; shift 2 ;;
-        *) echo "usage: $0 [--rates \"R1 R2 ...\"] [--packets N] [--idle S]" >&2; exit 2 ;;
+        --soak) mode=soak; soak=$2; shift 2 ;;
+        --scaling) mode=scaling; shift ;;
+        *) echo "usage: $0 [--rates \"R1 R2 ...\"] [--packets N] [--idle S] | --soak N | --scaling" >&2; exit 2 ;;
     esac
 done
 
@@ -88,6 +94,101 @@ stop_zeek() {
     kill -TERM "$zpid" 2>/dev/null || true
     wait "$zpid" 2>/dev/null || true
 }
+
+# rss_watch <pid> <file>: samples VmRSS (KiB) once a second until pid exits.
+rss_watch() {
+    while [ -e "/proc/$1/status" ]; do
+        awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null >>"$2" || true
+        sleep 1
+    done
+}
+
+# rss_report <file>: "first M MiB, last M MiB, max M MiB" after a 2 s warm-up.
+rss_report() {
+    awk 'NR > 2 { if (!f) f = $1; l = $1; if ($1 > m) m = $1 }
+         END { printf "RSS after warm-up %.1f MiB, at the end %.1f MiB, peak %.1f MiB\n", f / 1024, l / 1024, m / 1024 }' "$1"
+}
+
+# Endurance: every encapsulation's mix of good and malformed datagrams,
+# through udpsrc listen (all counters) and through Zeek (its statistics).
+run_soak() {
+    local per=$(( soak / 4 / 1000 )) failed=0
+    for receiver in recvmmsg io_uring; do
+        for encap in vxlan geneve geneve+vxlan skip; do
+            path_encap=$encap; [ "$encap" = skip ] && path_encap=skip=16
+            expect=$(python3 "$top/benches/mix.py" "$work/mix.pcap" "$encap")
+            port=$(( 20000 + RANDOM % 20000 ))
+            "$udpsrc" listen "udp::127.0.0.1:$port:$path_encap" --receiver "$receiver" --json --quiet >"$work/listen.json" &
+            lpid=$!
+            rss_watch "$lpid" "$work/rss" & : >"$work/rss"
+            sleep 0.5
+            "$udpsrc" replay "$work/mix.pcap" --to "127.0.0.1:$port" --passthrough --loop "$per" --quiet >/dev/null
+            sleep 1
+            kill -INT "$lpid"; wait "$lpid" || { echo "listen crashed"; failed=1; }
+            python3 - "$work/listen.json" "$(( per * 1000 ))" "$expect" "$receiver $encap" <<'PY' || failed=1
+import json, sys
+s = json.load(open(sys.argv[1])); sent = int(sys.argv[2]); want = sys.argv[3].split()
+ok = (s["received"] + s["kernel_drops"] == sent and s["received"] == s["delivered"] + s["rejected"]
+      and all(s["rejected_by_reason"][r] > 0 for r in want))
+print(f'{sys.argv[4]:22} sent {sent} = delivered {s["delivered"]} + rejected {s["rejected"]} + kernel drops {s["kernel_drops"]}: {"exact" if ok else "MISMATCH"}; reasons seen: {", ".join(r for r in want if s["rejected_by_reason"][r])}')
+sys.exit(0 if ok else 1)
+PY
+            echo "    $(rss_report "$work/rss")"
+        done
+        # The same through Zeek: link = everything sent, received + dropped = sent.
+        python3 "$top/benches/mix.py" "$work/mix.pcap" vxlan >/dev/null
+        port=$(( 20000 + RANDOM % 20000 ))
+        start_zeek "$receiver" "$port"
+        : >"$work/rss"; rss_watch "$zpid" "$work/rss" &
+        "$udpsrc" replay "$work/mix.pcap" --to "127.0.0.1:$port" --passthrough --loop $(( soak / 1000 )) --quiet >/dev/null
+        sleep 1
+        stop_zeek
+        read -r _ recvd dropped link < <(grep '^STATS' "$work/zeek.out" || echo "STATS 0 0 0")
+        verdict=MISMATCH; [ "$link" = "$soak" ] && [ $(( recvd + dropped )) = "$soak" ] && verdict=exact
+        [ "$verdict" = exact ] || failed=1
+        echo "zeek $receiver vxlan mix: sent $soak, link $link = received $recvd + dropped $dropped: $verdict"
+        echo "    $(rss_report "$work/rss")"
+    done
+    return $failed
+}
+
+# Scaling: N Zeek processes share one port (SO_REUSEPORT); udpsrc sends
+# many flows from per-flow source ports, as fast as it can.
+run_scaling() {
+    for n in 1 2 4; do
+        for receiver in recvmmsg io_uring; do
+            port=$(( 20000 + RANDOM % 20000 ))
+            pids=()
+            for w in $(seq "$n"); do
+                mkdir -p "$work/w$w"
+                impl=RECVMMSG; [ "$receiver" = io_uring ] && impl=IO_URING
+                (cd "$work/w$w" && ZEEK_PLUGIN_PATH="$plugin" exec "$zeek" -b UDPTunnel::PacketSource \
+                    -i "udp::127.0.0.1:$port:vxlan" \
+                    -e "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;
+                        event zeek_done() { local s = get_net_stats(); print fmt(\"STATS %d %d %d\", s\$pkts_recvd, s\$pkts_dropped, s\$pkts_link); }" \
+                    >"$work/w$w/out" 2>"$work/w$w/err") &
+                pids+=($!)
+            done
+            sleep 3
+            "$udpsrc" replay "$trace" --to "127.0.0.1:$port" --encap vxlan --loop "$loops" --quiet --json >"$work/replay.out"
+            achieved=$(sed -n 's/.*"pps":\([0-9]*\).*/\1/p' "$work/replay.out")
+            sleep 1
+            for p in "${pids[@]}"; do kill -TERM "$p"; done
+            wait "${pids[@]}" 2>/dev/null || true
+            total=0; lost=0; shares=""
+            for w in $(seq "$n"); do
+                read -r _ r d _ < <(grep '^STATS' "$work/w$w/out" || echo "STATS 0 0 0")
+                total=$(( total + r )); lost=$(( lost + d )); shares="$shares $r"
+            done
+            echo "$n x zeek ($receiver): sent $sent at $achieved pkt/s, received $total, dropped $lost, per worker:$shares"
+        done
+    done
+}
+
+case "$mode" in
+    soak) run_soak; exit $? ;;
+    scaling) run_scaling; exit 0 ;;
+esac
 
 printf '%-9s %-9s %10s %10s %10s %9s %12s %9s\n' receiver rate sent received dropped "loss%" "cpu_s/Mpkt" "rss_MiB"
 for receiver in recvmmsg io_uring; do
