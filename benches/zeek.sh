@@ -13,6 +13,7 @@
 #   - the highest rate with zero loss (sent = received, from Zeek's stats).
 # Needs zeek-config on PATH (or ZEEK_CONFIG) and `cargo build --release` done
 # with it. Rates are in packets per second of the replayed trace.
+# BATCH_WAIT=<interval> sets PacketSource::UDP::batch_wait (default 200usec).
 set -euo pipefail
 
 rates="50000 100000 200000 400000 0"
@@ -80,6 +81,7 @@ start_zeek() {
     (cd "$work" && ZEEK_PLUGIN_PATH="$plugin" exec "$zeek" -b UDPTunnel::PacketSource \
         -i "udp::127.0.0.1:$2:vxlan" \
         -e "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;
+            redef PacketSource::UDP::batch_wait = ${BATCH_WAIT:-200usec};
             event zeek_done() { local s = get_net_stats(); print fmt(\"STATS %d %d %d\", s\$pkts_recvd, s\$pkts_dropped, s\$pkts_link); }" \
         >"$work/zeek.out" 2>"$work/zeek.err") &
     zpid=$!

@@ -53,3 +53,15 @@ export {
 	const io_uring_buffer_shift = 14 &redef;
 }
 @endif
+
+# Beyond the C++ plugin; declared on its own, since another plugin that
+# declared the knobs above may not have this one.
+@ifndef ( PacketSource::UDP::batch_wait )
+export {
+	## After a receive that found only a few datagrams, wait this long
+	## before the next one, so that they gather and Zeek takes them in one
+	## batch instead of waking for each. Bounds the latency it adds; 0sec
+	## turns it off. With no traffic Zeek sleeps on the socket as before.
+	const batch_wait: interval = 200usec &redef;
+}
+@endif

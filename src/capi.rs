@@ -8,10 +8,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::recv::ReceiverKind;
 use crate::reject::Reject;
-use crate::source::{Config, Event, Source};
+use crate::source::{Config, Event, Source, Wait};
 
 /// Bumped whenever a struct or a signature changes (ZUS_ABI_VERSION).
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Room for reject reasons in [`ZusStats`] (ZUS_MAX_REJECTS).
 pub const MAX_REJECTS: usize = 16;
 
@@ -30,6 +30,7 @@ pub struct ZusConfig {
     pub recv_buffer_size: u64,
     pub recvmmsg_batch: u64,
     pub recvmmsg_buffer_size: u64,
+    pub batch_wait_ns: u64,
 }
 
 /// `zus_packet`.
@@ -66,7 +67,8 @@ pub struct ZusStats {
 
 // The same pins as the header's static assertions.
 const _: () = {
-    assert!(size_of::<ZusConfig>() == 48);
+    assert!(size_of::<ZusConfig>() == 56);
+    assert!(offset_of!(ZusConfig, batch_wait_ns) == 48);
     assert!(offset_of!(ZusConfig, recv_buffer_size) == 24);
     assert!(size_of::<ZusPacket>() == 56);
     assert!(offset_of!(ZusPacket, ts_sec) == 16);
@@ -89,6 +91,7 @@ pub fn rust_layout() -> Vec<u64> {
         v(offset_of!(ZusConfig, recv_buffer_size)),
         v(offset_of!(ZusConfig, recvmmsg_batch)),
         v(offset_of!(ZusConfig, recvmmsg_buffer_size)),
+        v(offset_of!(ZusConfig, batch_wait_ns)),
         v(size_of::<ZusPacket>()),
         v(offset_of!(ZusPacket, data)),
         v(offset_of!(ZusPacket, geneve_options)),
@@ -164,6 +167,7 @@ fn config_from(c: &ZusConfig) -> Config {
         recv_buffer_size: c.recv_buffer_size as usize,
         recvmmsg_batch: c.recvmmsg_batch as usize,
         recvmmsg_buffer_size: c.recvmmsg_buffer_size as usize,
+        batch_wait: std::time::Duration::from_nanos(c.batch_wait_ns),
         ..Config::default()
     };
     config.uring.sq_entries = c.io_uring_sq_entries;
@@ -187,6 +191,7 @@ fn config_to(c: &Config) -> ZusConfig {
         recv_buffer_size: c.recv_buffer_size as u64,
         recvmmsg_batch: c.recvmmsg_batch as u64,
         recvmmsg_buffer_size: c.recvmmsg_buffer_size as u64,
+        batch_wait_ns: c.batch_wait.as_nanos() as u64,
     }
 }
 
@@ -354,6 +359,28 @@ pub unsafe extern "C" fn zus_done(source: *mut ZusSource) {
     if let Some(src) = unsafe { source.as_mut() } {
         guard((), || src.source.done());
     }
+}
+
+/// `zus_wait`.
+///
+/// # Safety
+/// `source` from `zus_open` or null; `seconds` writable or null.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn zus_wait(source: *const ZusSource, seconds: *mut f64) -> i32 {
+    // SAFETY: the caller promises a live source or null.
+    let Some(src) = (unsafe { source.as_ref() }) else {
+        return 1;
+    };
+    let (kind, secs) = guard((1, 0.0), || match src.source.wait() {
+        Wait::Now => (0, 0.0),
+        Wait::OnFd => (1, 0.0),
+        Wait::For(d) => (2, d.as_secs_f64()),
+    });
+    if !seconds.is_null() {
+        // SAFETY: checked for null; the caller promises it is writable.
+        unsafe { *seconds = secs };
+    }
+    kind
 }
 
 /// `zus_has_pending`.

@@ -30,5 +30,5 @@ pub use link::LinkType;
 pub use path::{Encap, SourcePath};
 pub use recv::ReceiverKind;
 pub use reject::Reject;
-pub use source::{Config, Event, Packet, Source};
+pub use source::{Config, Event, Packet, Source, Wait};
 pub use stats::Stats;

@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
 use crate::cmsg::Timestamp;
 use crate::decap::{Decapsulator, Inner};
@@ -30,6 +31,10 @@ pub struct Config {
     pub recvmmsg_buffer_size: usize,
     /// io_uring settings.
     pub uring: UringConfig,
+    /// After a receive that found only a few datagrams, wait this long
+    /// before the next one, so datagrams gather and arrive in one batch
+    /// (zero: never wait). Bounds the latency it adds.
+    pub batch_wait: Duration,
 }
 
 impl Default for Config {
@@ -40,8 +45,24 @@ impl Default for Config {
             recvmmsg_batch: 1024,
             recvmmsg_buffer_size: 9216 + 32,
             uring: UringConfig::default(),
+            batch_wait: Duration::ZERO,
         }
     }
+}
+
+/// A receive that found fewer datagrams than this counts as "small": the
+/// next one waits for [`Config::batch_wait`].
+const SMALL_BATCH: u64 = 32;
+
+/// How the caller should wait for this source next.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Wait {
+    /// Packets are waiting: call again at once.
+    Now,
+    /// Sleep on [`Source::wait_fd`] until it is readable.
+    OnFd,
+    /// Sleep this long without watching the fd (datagrams are gathering).
+    For(Duration),
 }
 
 /// A decapsulated packet, borrowed from the receiver until
@@ -112,6 +133,11 @@ pub struct Source {
     stats: Stats,
     drops: DropCounter,
     last_timestamp: Timestamp,
+    batch_wait: Duration,
+    /// Datagrams received since the kernel last had none.
+    since_empty: u64,
+    /// While set, receives are held off until then (gathering).
+    gather_until: Option<Instant>,
 }
 
 impl Source {
@@ -144,13 +170,25 @@ impl Source {
             stats: Stats::default(),
             drops: DropCounter::default(),
             last_timestamp: Timestamp::default(),
+            batch_wait: config.batch_wait,
+            since_empty: 0,
+            gather_until: None,
         })
     }
 
     fn step(&mut self) -> io::Result<Step> {
+        if let Some(until) = self.gather_until {
+            if Instant::now() < until {
+                return Ok(Step::Empty);
+            }
+            self.gather_until = None;
+        }
         let meta = match self.rx.next() {
             Ok(Some(meta)) => meta,
-            Ok(None) => return Ok(Step::Empty),
+            Ok(None) => {
+                self.found_empty();
+                return Ok(Step::Empty);
+            }
             Err(e) => {
                 self.stats.receive_errors += 1;
                 return Err(e);
@@ -159,6 +197,7 @@ impl Source {
         if let Some(raw) = meta.ancillary.drops {
             self.drops.observe(raw);
         }
+        self.since_empty += 1;
         self.stats.count_datagram(meta.wire_len, meta.truncated());
         self.stats.kernel_drops = self.drops.total();
         match self.decap.decap(self.rx.current()) {
@@ -171,6 +210,27 @@ impl Source {
                 self.rx.release();
                 Ok(Step::Reject(reason))
             }
+        }
+    }
+
+    /// The kernel had nothing more. After a small batch, hold off the next
+    /// receive for `batch_wait` so the next batch is fuller; after an empty
+    /// one, traffic has stopped and the caller may sleep on the fd.
+    fn found_empty(&mut self) {
+        let n = std::mem::take(&mut self.since_empty);
+        if !self.batch_wait.is_zero() && n > 0 && n < SMALL_BATCH {
+            self.gather_until = Some(Instant::now() + self.batch_wait);
+        }
+    }
+
+    /// How to wait before calling [`Source::next_packet`] again.
+    pub fn wait(&self) -> Wait {
+        if self.rx.has_pending() {
+            return Wait::Now;
+        }
+        match self.gather_until {
+            Some(until) => Wait::For(until.saturating_duration_since(Instant::now())),
+            None => Wait::OnFd,
         }
     }
 

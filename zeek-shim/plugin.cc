@@ -8,6 +8,7 @@
 #include <zeek/Type.h>
 #include <zeek/Val.h>
 #include <zeek/iosource/Component.h>
+#include <zeek/iosource/Manager.h>
 #include <zeek/iosource/Packet.h>
 #include <zeek/iosource/PktSrc.h>
 #include <zeek/plugin/Plugin.h>
@@ -79,6 +80,7 @@ private:
     std::string path;
     zus_source* src = nullptr;
     bool use_fd = true;
+    bool fd_registered = false;
     double poll_interval = 100e-6;
 };
 
@@ -93,6 +95,7 @@ zus_config UDPSource::Config() const {
     c.io_uring_cq_entries = u32(count_knob("io_uring_cq_entries", c.io_uring_cq_entries));
     c.io_uring_buffers = u32(count_knob("io_uring_buffers", c.io_uring_buffers));
     c.io_uring_buffer_shift = u32(count_knob("io_uring_buffer_shift", c.io_uring_buffer_shift));
+    c.batch_wait_ns = static_cast<uint64_t>(interval_knob("batch_wait", 200e-6) * 1e9);
     return c;
 }
 
@@ -125,9 +128,13 @@ void UDPSource::Open() {
     props.netmask = NETMASK_UNKNOWN;
     props.is_live = true;
     Opened(props);
+    fd_registered = use_fd;
 }
 
 void UDPSource::Close() {
+    if ( fd_registered && src )
+        zeek::iosource_mgr->UnregisterFd(zus_wait_fd(src), this);
+    fd_registered = false;
     zus_close(src);
     src = nullptr;
     Closed();
@@ -167,11 +174,26 @@ bool UDPSource::ExtractNextPacket(zeek::Packet* pkt) {
 }
 
 double UDPSource::GetNextTimeout() {
-    if ( zeek::run_state::is_processing_suspended() )
+    if ( zeek::run_state::is_processing_suspended() || ! src )
         return -1.0;
+    double seconds = 0.0;
+    int32_t wait = zus_wait(src, &seconds);
     // A batch in user space makes no fd readable: ask to be called now.
-    if ( src && zus_has_pending(src) )
+    if ( wait == ZUS_WAIT_NOW )
         return 0.0;
+    // While datagrams gather after a small batch, a readable fd must not
+    // wake Zeek early: take it out of the poll set until the wait is over.
+    bool want_fd = use_fd && wait == ZUS_WAIT_FD;
+    if ( want_fd != fd_registered ) {
+        int fd = zus_wait_fd(src);
+        if ( want_fd )
+            zeek::iosource_mgr->RegisterFd(fd, this);
+        else
+            zeek::iosource_mgr->UnregisterFd(fd, this);
+        fd_registered = want_fd;
+    }
+    if ( wait == ZUS_WAIT_FOR )
+        return seconds;
     return use_fd ? -1.0 : poll_interval;
 }
 

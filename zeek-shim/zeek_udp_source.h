@@ -17,7 +17,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct or a signature changes. */
-#define ZUS_ABI_VERSION 1
+#define ZUS_ABI_VERSION 2
 
 /* Room for every reject reason; zus_reject_count() says how many are used. */
 #define ZUS_MAX_REJECTS 16
@@ -40,6 +40,7 @@ typedef struct zus_config {
     uint64_t recv_buffer_size;      /* bytes; 0 keeps the kernel's default */
     uint64_t recvmmsg_batch;
     uint64_t recvmmsg_buffer_size;
+    uint64_t batch_wait_ns;         /* hold-off after a small batch; 0: none */
 } zus_config;
 
 enum zus_packet_flags {
@@ -104,6 +105,15 @@ int32_t zus_next(zus_source* source, zus_packet* packet, uint32_t* reason);
 /* The caller is done with the packet of the last zus_next(). */
 void zus_done(zus_source* source);
 
+enum zus_wait_kind {
+    ZUS_WAIT_NOW = 0,  /* packets are waiting: call zus_next() at once */
+    ZUS_WAIT_FD = 1,   /* sleep on zus_wait_fd() */
+    ZUS_WAIT_FOR = 2,  /* sleep *seconds without watching the fd */
+};
+
+/* How the caller should wait next (enum zus_wait_kind). */
+int32_t zus_wait(const zus_source* source, double* seconds);
+
 /* Datagrams are waiting in user space: the next zus_next() needs no syscall. */
 int32_t zus_has_pending(const zus_source* source);
 
@@ -138,7 +148,8 @@ int32_t zus_path_dlt(const zus_source* source);
 #else
 #define ZUS_STATIC_ASSERT _Static_assert
 #endif
-ZUS_STATIC_ASSERT(sizeof(zus_config) == 48, "zus_config layout");
+ZUS_STATIC_ASSERT(sizeof(zus_config) == 56, "zus_config layout");
+ZUS_STATIC_ASSERT(offsetof(zus_config, batch_wait_ns) == 48, "zus_config layout");
 ZUS_STATIC_ASSERT(offsetof(zus_config, recv_buffer_size) == 24, "zus_config layout");
 ZUS_STATIC_ASSERT(sizeof(zus_packet) == 56, "zus_packet layout");
 ZUS_STATIC_ASSERT(offsetof(zus_packet, ts_sec) == 16, "zus_packet layout");
