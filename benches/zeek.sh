@@ -5,6 +5,11 @@
 #   benches/zeek.sh --soak N       # endurance, N datagrams per receiver
 #   benches/zeek.sh --scaling      # 1, 2 and 4 Zeek processes on one port
 #
+# As root, the rates table also has `af_packet` rows: Zeek sniffing a kernel
+# vxlan device (the kernel decapsulates) under the same load, for
+# comparison. The script creates the device itself and removes it; without
+# root those rows say SKIPPED.
+#
 # For each receiver (recvmmsg, io_uring) it reports:
 #   - idle CPU of `zeek -b -i udp::...` over --idle seconds with no traffic;
 #   - for each rate (0 = as fast as udpsrc sends): packets sent, what Zeek's
@@ -47,7 +52,8 @@ if [ ! -e "$plugin/__zeek_plugin__" ] || [ ! -x "$udpsrc" ]; then
 fi
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+vxdev=zus-bench-vx0
+trap 'ip link del "$vxdev" 2>/dev/null; rm -rf "$work"' EXIT
 hz=$(getconf CLK_TCK)
 
 # A trace of small TCP segments (the HTTP session's inner frames), looped.
@@ -192,25 +198,52 @@ case "$mode" in
     scaling) run_scaling; exit 0 ;;
 esac
 
+# start_afpacket: a vxlan device (VNI 42, port 4789 on loopback) and Zeek
+# sniffing it with af_packet; sets zpid and port.
+start_afpacket() {
+    ip link add "$vxdev" type vxlan id 42 dstport 4789 local 127.0.0.1 dev lo
+    # No IPv6 on it: its own neighbour discovery would add packets.
+    sysctl -qw "net.ipv6.conf.$vxdev.disable_ipv6=1" || true
+    ip link set "$vxdev" up
+    port=4789
+    (cd "$work" && exec "$zeek" -b -i "af_packet::$vxdev" \
+        -e "event zeek_done() { local s = get_net_stats(); print fmt(\"STATS %d %d %d\", s\$pkts_recvd, s\$pkts_dropped, s\$pkts_link); }" \
+        >"$work/zeek.out" 2>"$work/zeek.err") &
+    zpid=$!
+    sleep 3
+}
+
 printf '%-9s %-9s %10s %10s %10s %9s %12s %9s\n' receiver rate sent received dropped "loss%" "cpu_s/Mpkt" "rss_MiB"
-for receiver in recvmmsg io_uring; do
-    port=$(( 20000 + RANDOM % 20000 ))
-    start_zeek "$receiver" "$port"
-    c0=$(cpu_ticks "$zpid"); sleep "$idle"; c1=$(cpu_ticks "$zpid")
-    stop_zeek
-    idle_pct=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v s="$idle" 'BEGIN { printf "%.2f", 100 * t / hz / s }')
-    echo "# $receiver idle CPU over ${idle}s: ${idle_pct}%"
-    best=none
-    for rate in $rates; do
+receivers="recvmmsg io_uring af_packet"
+if [ "$(id -u)" != 0 ] || ss -uln | grep -q ':4789 '; then
+    echo "# af_packet: SKIPPED (needs root to create a vxlan device, and UDP port 4789 free)"
+    receivers="recvmmsg io_uring"
+fi
+for receiver in $receivers; do
+    if [ "$receiver" != af_packet ]; then
         port=$(( 20000 + RANDOM % 20000 ))
         start_zeek "$receiver" "$port"
+        c0=$(cpu_ticks "$zpid"); sleep "$idle"; c1=$(cpu_ticks "$zpid")
+        stop_zeek
+        idle_pct=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v s="$idle" 'BEGIN { printf "%.2f", 100 * t / hz / s }')
+        echo "# $receiver idle CPU over ${idle}s: ${idle_pct}%"
+    fi
+    best=none
+    for rate in $rates; do
+        if [ "$receiver" = af_packet ]; then
+            start_afpacket
+        else
+            port=$(( 20000 + RANDOM % 20000 ))
+            start_zeek "$receiver" "$port"
+        fi
         c0=$(cpu_ticks "$zpid")
         pace=(); [ "$rate" != 0 ] && pace=(--pps "$rate")
-        "$udpsrc" replay "$trace" --to "127.0.0.1:$port" --encap vxlan --loop "$loops" --sport-fixed $((port + 1)) --quiet --json "${pace[@]}" >"$work/replay.out"
+        "$udpsrc" replay "$trace" --to "127.0.0.1:$port" --encap vxlan --vni 42 --loop "$loops" --sport-fixed $((port + 1)) --quiet --json "${pace[@]}" >"$work/replay.out"
         achieved=$(sed -n 's/.*"pps":\([0-9]*\).*/\1/p' "$work/replay.out")
         sleep 1
         c1=$(cpu_ticks "$zpid"); rss=$(peak_rss "$zpid")
         stop_zeek
+        [ "$receiver" = af_packet ] && ip link del "$vxdev"
         read -r _ recvd dropped link < <(grep '^STATS' "$work/zeek.out" || echo "STATS 0 0 0")
         label=$rate; [ "$rate" = 0 ] && label="max:$achieved"
         awk -v r="$receiver" -v l="$label" -v s="$sent" -v rc="$recvd" -v d="$dropped" -v t=$((c1 - c0)) -v hz="$hz" -v rss="$rss" 'BEGIN {
