@@ -19,6 +19,9 @@
 # Needs zeek-config on PATH (or ZEEK_CONFIG) and `cargo build --release` done
 # with it. Rates are in packets per second of the replayed trace.
 # BATCH_WAIT=<interval> sets PacketSource::UDP::batch_wait (default 200usec).
+# CPP_PLUGIN_DIR=<dir> adds `cpp` rows: the C++ plugin
+# zeek/zeek-packet-source-udp (recvmmsg), built by you beforehand into <dir>,
+# under the same load, for comparison. This script never builds it.
 set -euo pipefail
 
 rates="50000 100000 200000 400000 0"
@@ -198,6 +201,20 @@ case "$mode" in
     scaling) run_scaling; exit 0 ;;
 esac
 
+# start_cpp <port>: Zeek with the C++ plugin instead of ours.
+start_cpp() {
+    (cd "$work" && ZEEK_PLUGIN_PATH="$CPP_PLUGIN_DIR" exec "$zeek" -b Zeek::PacketSourceUDP \
+        -i "udp::127.0.0.1:$1:vxlan" \
+        -e "event zeek_done() { local s = get_net_stats(); print fmt(\"STATS %d %d %d\", s\$pkts_recvd, s\$pkts_dropped, s\$pkts_link); }" \
+        >"$work/zeek.out" 2>"$work/zeek.err") &
+    zpid=$!
+    for _ in $(seq 100); do
+        ss -uln "sport = :$1" | grep -q ":$1" && break
+        sleep 0.1
+    done
+    sleep 1
+}
+
 # start_afpacket: a vxlan device (VNI 42, port 4789 on loopback) and Zeek
 # sniffing it with af_packet; sets zpid and port.
 start_afpacket() {
@@ -219,8 +236,9 @@ if [ "$(id -u)" != 0 ] || ss -uln | grep -q ':4789 '; then
     echo "# af_packet: SKIPPED (needs root to create a vxlan device, and UDP port 4789 free)"
     receivers="recvmmsg io_uring"
 fi
+[ -n "${CPP_PLUGIN_DIR:-}" ] && receivers="$receivers cpp"
 for receiver in $receivers; do
-    if [ "$receiver" != af_packet ]; then
+    if [ "$receiver" != af_packet ] && [ "$receiver" != cpp ]; then
         port=$(( 20000 + RANDOM % 20000 ))
         start_zeek "$receiver" "$port"
         c0=$(cpu_ticks "$zpid"); sleep "$idle"; c1=$(cpu_ticks "$zpid")
@@ -232,6 +250,9 @@ for receiver in $receivers; do
     for rate in $rates; do
         if [ "$receiver" = af_packet ]; then
             start_afpacket
+        elif [ "$receiver" = cpp ]; then
+            port=$(( 20000 + RANDOM % 20000 ))
+            start_cpp "$port"
         else
             port=$(( 20000 + RANDOM % 20000 ))
             start_zeek "$receiver" "$port"
