@@ -7,6 +7,7 @@
 //! io_uring receivers, [`decap`] and [`wire`] strip the tunnel, [`stats`]
 //! accounts for every datagram, and [`source::Source`] ties them together.
 
+pub mod allow;
 pub mod capi;
 pub mod cmsg;
 pub mod decap;

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
+use crate::allow::Cidr;
 use crate::link::LinkType;
 
 /// How the UDP payload wraps the packet that Zeek should see.
@@ -75,6 +76,8 @@ pub struct SourcePath {
     pub encap: Encap,
     /// The link type of the inner packet (GENEVE may override it per packet).
     pub link_type: LinkType,
+    /// `allow=`: the only senders accepted; empty accepts everyone.
+    pub allow: Vec<Cidr>,
 }
 
 /// A path that could not be parsed. The message names the offending token
@@ -133,6 +136,7 @@ fn parse_body(body: &str) -> Result<SourcePath, String> {
         addr,
         encap: options.encap.unwrap_or(Encap::Vxlan),
         link_type: options.link_type.unwrap_or(LinkType::En10Mb),
+        allow: options.allow.unwrap_or_default(),
     })
 }
 
@@ -253,6 +257,7 @@ struct Options {
     encap_token: String,
     link_type: Option<LinkType>,
     link_token: String,
+    allow: Option<Vec<Cidr>>,
 }
 
 impl Options {
@@ -269,6 +274,20 @@ impl Options {
             ("raw", None) => self.set_encap(Encap::Raw, tok),
             ("skip", v) => self.set_encap(Encap::Skip(parse_skip(tok, v)?), tok),
             ("dlt", Some(v)) => self.set_link(parse_dlt(tok, v)?, tok),
+            ("allow", None | Some("")) => Err(format!(
+                "allow list '{tok}' without a value: expected e.g. allow=10.0.0.0/8,[fd00::/8]"
+            )),
+            ("allow", Some(v)) if self.allow.is_some() => Err(format!(
+                "duplicate allow list '{tok}': give every prefix in one allow=, separated by commas ({v})"
+            )),
+            ("allow", Some(_)) => {
+                // The value keeps its case: addresses are not keywords.
+                let value = &tok[tok.find('=').map_or(0, |i| i + 1)..];
+                let list =
+                    crate::allow::parse_list(value).map_err(|e| format!("bad allow list: {e}"))?;
+                self.allow = Some(list);
+                Ok(())
+            }
             ("dlt", None) => Err(format!(
                 "link type '{tok}' without a value: expected dlt=en10mb, dlt=raw or dlt=ppp"
             )),
@@ -276,7 +295,7 @@ impl Options {
                 "empty option (a doubled or trailing ':'): expected {ENCAPS} or dlt=<type>"
             )),
             _ => Err(format!(
-                "unknown option '{tok}': expected {ENCAPS}, or dlt=en10mb|raw|ppp"
+                "unknown option '{tok}': expected {ENCAPS}, dlt=en10mb|raw|ppp or allow=<prefixes>"
             )),
         }
     }
@@ -331,12 +350,12 @@ fn parse_dlt(tok: &str, value: &str) -> Result<LinkType, String> {
 
 impl fmt::Display for SourcePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:dlt={}",
-            self.addr,
-            self.encap,
-            self.link_type.token()
-        )
+        let (addr, encap, dlt) = (self.addr, self.encap, self.link_type.token());
+        write!(f, "{addr}:{encap}:dlt={dlt}")?;
+        if !self.allow.is_empty() {
+            let list: Vec<String> = self.allow.iter().map(|c| c.to_string()).collect();
+            write!(f, ":allow={}", list.join(","))?;
+        }
+        Ok(())
     }
 }

@@ -27,11 +27,13 @@ pub enum Reject {
     SkipBeyondDatagram,
     /// A well-formed tunnel header with nothing inside.
     EmptyInner,
+    /// The sender is not on the path's `allow=` list.
+    SourceNotAllowed,
 }
 
 impl Reject {
     /// Number of reasons; the length of per-reason counter arrays.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
 
     /// Every reason, in counter order.
     pub const ALL: [Reject; Reject::COUNT] = [
@@ -45,6 +47,7 @@ impl Reject {
         Reject::InnerNotUdp,
         Reject::SkipBeyondDatagram,
         Reject::EmptyInner,
+        Reject::SourceNotAllowed,
     ];
 
     /// Stable name, used for the Zeek weird, statistics and JSON keys.
@@ -65,6 +68,7 @@ impl Reject {
             Reject::InnerNotUdp => c"geneve_vxlan_inner_not_udp",
             Reject::SkipBeyondDatagram => c"skip_beyond_datagram",
             Reject::EmptyInner => c"tunnel_without_inner_packet",
+            Reject::SourceNotAllowed => c"udp_source_not_allowed",
         }
     }
 
@@ -81,6 +85,7 @@ impl Reject {
             Reject::InnerNotUdp => "packet after GENEVE is not UDP (or not a first fragment)",
             Reject::SkipBeyondDatagram => "skip=N reaches past the end of the datagram",
             Reject::EmptyInner => "tunnel header with no packet inside",
+            Reject::SourceNotAllowed => "sender not on the path's allow= list",
         }
     }
 

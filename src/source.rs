@@ -200,7 +200,10 @@ impl Source {
         self.since_empty += 1;
         self.stats.count_datagram(meta.wire_len, meta.truncated());
         self.stats.kernel_drops = self.drops.total();
-        match self.decap.decap(self.rx.current()) {
+        match self
+            .check_sender(&meta)
+            .and_then(|()| self.decap.decap(self.rx.current()))
+        {
             Ok(inner) => {
                 self.stats.delivered += 1;
                 Ok(Step::Deliver(inner, meta))
@@ -210,6 +213,17 @@ impl Source {
                 self.rx.release();
                 Ok(Step::Reject(reason))
             }
+        }
+    }
+
+    /// The path's allowlist, if it has one, must hold the sender.
+    fn check_sender(&self, meta: &RecvMeta) -> Result<(), Reject> {
+        if self.path.allow.is_empty() {
+            return Ok(());
+        }
+        match meta.peer {
+            Some(peer) if self.path.allow.iter().any(|c| c.contains(peer.ip())) => Ok(()),
+            _ => Err(Reject::SourceNotAllowed),
         }
     }
 

@@ -534,3 +534,42 @@ fn malformed_datagrams_raise_weirds_named_for_their_reason() {
         );
     }
 }
+
+#[test]
+fn senders_off_the_allow_list_never_reach_zeek() {
+    let z = zeek_or_skip!("senders_off_the_allow_list_never_reach_zeek");
+    let dir = common::tmpdir("allow");
+    let frames = common::http_session();
+    let eth = dir.join("inner.pcap");
+    common::write_pcap(&eth, DataLink::ETHERNET, &frames);
+    for (allow, reaches) in [
+        ("allow=10.0.0.0/8,[fd00::/8]", false),
+        ("allow=127.0.0.1", true),
+    ] {
+        let run = dir.join(if reaches { "allowed" } else { "refused" });
+        std::fs::create_dir_all(&run).unwrap();
+        let port = common::unique_port();
+        let path = format!("udp::127.0.0.1:{port}:vxlan:{allow}");
+        let child = z.live(&run, &path, port, false, &[]);
+        replay(&eth, &format!("127.0.0.1:{port}"), &[]);
+        std::thread::sleep(Duration::from_millis(1000));
+        stop(child);
+        let conns = log(&run, "conn", CONN);
+        let weirds: Vec<Value> = log(&run, "weird", &["name"])
+            .into_iter()
+            .map(|r| r["name"].clone())
+            .collect();
+        if reaches {
+            assert_eq!(conns.len(), 1, "{allow}: the session is analysed");
+        } else {
+            assert!(
+                conns.is_empty(),
+                "{allow}: nothing reaches the analysis: {conns:?}"
+            );
+            assert!(
+                weirds.contains(&Value::from("udp_source_not_allowed")),
+                "{allow}: {weirds:?}"
+            );
+        }
+    }
+}

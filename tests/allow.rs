@@ -1,0 +1,105 @@
+//! `allow=`: only listed senders feed the analysis; others are counted as
+//! rejected and never delivered.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::*;
+use zeek_udp_source::allow::Cidr;
+use zeek_udp_source::encap::Encoder;
+use zeek_udp_source::path::parse;
+use zeek_udp_source::{Encap, LinkType, Reject};
+
+#[test]
+fn prefixes_match_as_expected() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let c = |s: &str| Cidr::parse(s).unwrap();
+    assert!(c("10.0.0.0/8").contains(ip("10.255.1.2")));
+    assert!(!c("10.0.0.0/8").contains(ip("11.0.0.1")));
+    assert!(c("192.168.1.0/23").contains(ip("192.168.0.77")));
+    assert!(!c("192.168.1.0/24").contains(ip("192.168.0.77")));
+    assert!(c("0.0.0.0/0").contains(ip("203.0.113.9")));
+    assert!(c("127.0.0.1").contains(ip("127.0.0.1")) && !c("127.0.0.1").contains(ip("127.0.0.2")));
+    assert!(c("fd00::/8").contains(ip("fd12::1")) && !c("fd00::/8").contains(ip("fe80::1")));
+    assert!(
+        c("10.0.0.0/8").contains(ip("::ffff:10.1.2.3")),
+        "v4-mapped senders count as IPv4"
+    );
+    assert!(!c("10.0.0.0/8").contains(ip("fd00::1")));
+    for bad in ["10.0.0.0/33", "fd00::/129", "10.0.0/8", "10.0.0.0/", "x"] {
+        assert_eq!(Cidr::parse(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn allow_lists_in_the_path() {
+    let p = parse("udp::0.0.0.0:4789:vxlan:allow=10.0.0.0/8,[fd00::/8],192.0.2.7").unwrap();
+    assert_eq!(p.allow.len(), 3);
+    assert!(
+        p.to_string()
+            .ends_with(":allow=10.0.0.0/8,[fd00::/8],192.0.2.7/32"),
+        "{p}"
+    );
+    assert_eq!(
+        parse(&p.to_string()).unwrap(),
+        p,
+        "the printed path parses back"
+    );
+    assert!(parse("127.0.0.1:4789").unwrap().allow.is_empty());
+    for (path, want) in [
+        (
+            "127.0.0.1:4789:allow=",
+            "allow list 'allow=' without a value",
+        ),
+        ("127.0.0.1:4789:allow", "allow list 'allow' without a value"),
+        (
+            "127.0.0.1:4789:allow=10.0.0.0/40",
+            "bad allow list: '10.0.0.0/40' is not an address or prefix",
+        ),
+        (
+            "127.0.0.1:4789:allow=fd00::/8",
+            "'fd00' is not an address or prefix: expected e.g. allow=10.0.0.0/8,[fd00::/8]",
+        ),
+        (
+            "127.0.0.1:4789:allow=10.0.0.0/8:allow=[::1]",
+            "duplicate allow list 'allow=[::1]'",
+        ),
+    ] {
+        let err = parse(path).expect_err(path).to_string();
+        assert!(err.contains(want), "{path}: {err}");
+    }
+}
+
+fn datagram() -> Vec<u8> {
+    let mut d = Vec::new();
+    Encoder::new(Encap::Vxlan).encode(&eth_frame(1, 50), LinkType::En10Mb, &mut d);
+    d
+}
+
+#[test]
+fn senders_off_the_list_are_rejected_and_counted() {
+    for kind in receivers() {
+        for (listen, allow, delivered) in [
+            ("127.0.0.1", "allow=127.0.0.0/8", true),
+            ("127.0.0.1", "allow=10.0.0.0/8,[fd00::/8]", false),
+            ("[::1]", "allow=[::1]", true),
+            ("[::1]", "allow=127.0.0.1", false),
+        ] {
+            let mut src = open(kind, listen, &format!("vxlan:{allow}"));
+            let _tx = send_all(src.local_addr().unwrap(), &[datagram(), datagram()]);
+            let got = collect(&mut src, 2, Duration::from_secs(5));
+            let what = format!("{kind:?} {listen} {allow}");
+            let s = src.stats();
+            assert_eq!(s.received, 2, "{what}");
+            if delivered {
+                assert_eq!((got.len(), s.rejected_total()), (2, 0), "{what}");
+            } else {
+                assert!(got.is_empty(), "{what}: nothing delivered");
+                assert_eq!(s.rejected_for(Reject::SourceNotAllowed), 2, "{what}");
+            }
+            assert_accounted(&mut src);
+        }
+    }
+}
