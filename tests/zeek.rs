@@ -573,3 +573,60 @@ fn senders_off_the_allow_list_never_reach_zeek() {
         }
     }
 }
+
+#[test]
+fn capture_filters_apply_to_the_inner_packets() {
+    let z = zeek_or_skip!("capture_filters_apply_to_the_inner_packets");
+    let dir = common::tmpdir("filter");
+    // The HTTP session with DNS datagrams in between.
+    let mut frames = Vec::new();
+    for (i, f) in common::http_session().into_iter().enumerate() {
+        frames.push(f);
+        frames.push(common::eth_frame(i as u32, 30));
+    }
+    let dns = frames.len() / 2;
+    let eth = dir.join("mixed.pcap");
+    let raw = dir.join("mixed-raw.pcap");
+    common::write_pcap(&eth, DataLink::ETHERNET, &frames);
+    common::write_pcap(&raw, DataLink::RAW, &common::without_ethernet(&frames));
+    let script = "event zeek_done() { print fmt(\"STATS %s\", to_json(get_net_stats())); }";
+    // GENEVE with raw IP inside: a different link type than the path's.
+    for (name, trace, options, encap) in [
+        ("vxlan", &eth, "vxlan", "vxlan"),
+        ("geneve-ip", &raw, "geneve", "geneve"),
+    ] {
+        let run = dir.join(name);
+        std::fs::create_dir_all(&run).unwrap();
+        let port = common::unique_port();
+        let path = format!("udp::127.0.0.1:{port}:{options}");
+        let child = z.live(
+            &run,
+            &path,
+            port,
+            false,
+            &["-f", "tcp port 80", "-e", script],
+        );
+        replay(trace, &format!("127.0.0.1:{port}"), &["--encap", encap]);
+        std::thread::sleep(Duration::from_millis(1000));
+        let out = stop(child);
+        let conns = log(&run, "conn", CONN);
+        assert_eq!(
+            conns.len(),
+            1,
+            "{name}: only the HTTP connection: {conns:?}"
+        );
+        assert_eq!(conns[0]["id.resp_p"], Value::from(80));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("STATS "))
+            .expect("stats");
+        let stats: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(stats["pkts_filtered"], Value::from(dns), "{name}: {line}");
+        assert_eq!(
+            stats["pkts_recvd"],
+            Value::from(frames.len() - dns),
+            "{name}: {line}"
+        );
+    }
+}

@@ -7,6 +7,7 @@
 #include <zeek/RunState.h>
 #include <zeek/Type.h>
 #include <zeek/Val.h>
+#include <zeek/iosource/BPF_Program.h>
 #include <zeek/iosource/Component.h>
 #include <zeek/iosource/Manager.h>
 #include <zeek/iosource/Packet.h>
@@ -14,7 +15,10 @@
 #include <zeek/plugin/Plugin.h>
 
 #include <cstring>
+#include <map>
+#include <memory>
 #include <string>
+#include <utility>
 
 #include "zeek_udp_source.h"
 
@@ -70,19 +74,65 @@ protected:
     void Close() override;
     bool ExtractNextPacket(zeek::Packet* pkt) override;
     void DoneWithPacket() override { zus_done(src); }
-    bool SetFilter(int index) override { return true; }
+    bool PrecompileFilter(int index, const std::string& filter) override;
+    bool SetFilter(int index) override;
     void Statistics(Stats* stats) override;
     double GetNextTimeout() override;
 
 private:
     zus_config Config() const;
+    bool Matches(int dlt, const pcap_pkthdr* hdr, const u_char* data);
 
     std::string path;
     zus_source* src = nullptr;
     bool use_fd = true;
     bool fd_registered = false;
     double poll_interval = 100e-6;
+    // Capture filters apply to the inner packets. Zeek compiles each for the
+    // path's link type; GENEVE may deliver others, so each filter is also
+    // compiled here for those, keyed by (filter index, DLT).
+    std::map<std::pair<int, int>, std::unique_ptr<zeek::iosource::detail::BPF_Program>> other_dlts;
+    int current_filter = -1;
+    uint64_t filtered = 0;
 };
+
+// The link types the engine can deliver (pcap DLT values on Linux).
+constexpr int DELIVERED_DLTS[] = {1 /* EN10MB */, 12 /* RAW */, 9 /* PPP */};
+
+bool UDPSource::PrecompileFilter(int index, const std::string& filter) {
+    if ( ! PrecompileBPFFilter(index, filter) )
+        return false;
+    for ( int dlt : DELIVERED_DLTS ) {
+        if ( dlt == LinkType() )
+            continue;
+        auto code = std::make_unique<zeek::iosource::detail::BPF_Program>();
+        // A filter that cannot mean anything for this link type (say, an
+        // "ether" filter on raw IP) is left out: such packets pass.
+        if ( code->Compile(65535, dlt, filter.c_str(), NETMASK_UNKNOWN) )
+            other_dlts[{index, dlt}] = std::move(code);
+        else
+            other_dlts.erase({index, dlt});
+    }
+    return true;
+}
+
+bool UDPSource::SetFilter(int index) {
+    if ( ! GetBPFFilter(index) )
+        return false;
+    current_filter = index;
+    return true;
+}
+
+bool UDPSource::Matches(int dlt, const pcap_pkthdr* hdr, const u_char* data) {
+    if ( current_filter < 0 )
+        return true;
+    if ( dlt == LinkType() )
+        return ApplyBPFFilter(current_filter, hdr, data);
+    auto it = other_dlts.find({current_filter, dlt});
+    if ( it == other_dlts.end() || it->second->MatchesAnything() )
+        return true;
+    return pcap_offline_filter(it->second->GetProgram(), hdr, data);
+}
 
 zus_config UDPSource::Config() const {
     zus_config c;
@@ -149,11 +199,18 @@ bool UDPSource::ExtractNextPacket(zeek::Packet* pkt) {
         uint32_t reason = 0;
         switch ( zus_next(src, &p, &reason) ) {
             case ZUS_PACKET: {
-                pkt_timeval ts;
-                ts.tv_sec = p.ts_sec;
-                ts.tv_usec = p.ts_nsec / 1000;
+                pcap_pkthdr hdr;
+                hdr.ts.tv_sec = p.ts_sec;
+                hdr.ts.tv_usec = p.ts_nsec / 1000;
+                hdr.caplen = p.caplen;
+                hdr.len = p.wire_len;
+                if ( ! Matches(p.dlt, &hdr, p.data) ) {
+                    ++filtered;
+                    zus_done(src);
+                    continue;
+                }
                 // The link type is per packet: GENEVE may say raw IP.
-                pkt->Init(p.dlt, &ts, p.caplen, p.wire_len, p.data);
+                pkt->Init(p.dlt, &hdr.ts, p.caplen, p.wire_len, p.data);
                 return true;
             }
             case ZUS_REJECTED: {
@@ -203,11 +260,13 @@ void UDPSource::Statistics(Stats* stats) {
     if ( src )
         zus_stats_get(src, &s);
     // link: everything that reached the socket, dropped by the kernel or
-    // not; dropped: lost in the kernel or rejected as malformed.
-    stats->received = s.delivered;
+    // not; dropped: lost in the kernel or rejected as malformed;
+    // received: after capture filters; filtered: what they took out.
+    stats->received = s.delivered - filtered;
     stats->bytes_received = s.bytes;
     stats->link = s.received + s.kernel_drops;
     stats->dropped = s.kernel_drops + s.rejected;
+    stats->filtered = filtered;
 }
 
 class Plugin : public zeek::plugin::Plugin {
