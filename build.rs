@@ -73,6 +73,7 @@ fn build_shim(zeek_config: &Path) {
         .cpp(true)
         .std("c++20")
         .file("zeek-shim/plugin.cc")
+        .file("zeek-shim/conn_key.cc")
         .include("zeek-shim")
         .define("ZUS_VERSION_MAJOR", major.as_str())
         .define("ZUS_VERSION_MINOR", minor.as_str())

@@ -142,11 +142,18 @@ fn stop(child: Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Replays at 2000 pkt/s unless `args` set a rate.
 fn replay(trace: &Path, to: &str, args: &[&str]) {
+    let pace: &[&str] = if args.contains(&"--pps") {
+        &[]
+    } else {
+        &["--pps", "2000"]
+    };
     let out = Command::new(UDPSRC)
         .args(["replay"])
         .arg(trace)
-        .args(["--to", to, "--quiet", "--pps", "2000"])
+        .args(["--to", to, "--quiet"])
+        .args(pace)
         .args(args)
         .output()
         .unwrap();
@@ -628,5 +635,124 @@ fn capture_filters_apply_to_the_inner_packets() {
             Value::from(frames.len() - dns),
             "{name}: {line}"
         );
+    }
+}
+
+#[test]
+fn vnis_keep_identical_five_tuples_apart() {
+    let z = zeek_or_skip!("vnis_keep_identical_five_tuples_apart");
+    let dir = common::tmpdir("connkey");
+    let eth = dir.join("inner.pcap");
+    common::write_pcap(&eth, DataLink::ETHERNET, &common::http_session());
+    let key = |name: &str| format!("policy/frameworks/conn_key/packet_source/udp/{name}");
+    // (script to load, path encapsulation, two replays' arguments, ctx fields)
+    type Case<'a> = (Option<String>, &'a str, [Vec<&'a str>; 2], Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            None,
+            "vxlan",
+            [vec!["--vni", "100"], vec!["--vni", "200"]],
+            vec![],
+        ),
+        (
+            Some(key("vxlan_vni")),
+            "vxlan",
+            [vec!["--vni", "100"], vec!["--vni", "200"]],
+            vec!["id.ctx.vxlan_vni"],
+        ),
+        (
+            Some(key("geneve_vni")),
+            "geneve",
+            [
+                vec!["--encap", "geneve", "--vni", "7"],
+                vec!["--encap", "geneve", "--vni", "8"],
+            ],
+            vec!["id.ctx.geneve_vni"],
+        ),
+        (
+            Some(key("geneve_vxlan_vni")),
+            "geneve+vxlan",
+            [
+                vec![
+                    "--encap",
+                    "geneve+vxlan",
+                    "--vni",
+                    "4242",
+                    "--geneve-vni",
+                    "1",
+                ],
+                vec![
+                    "--encap",
+                    "geneve+vxlan",
+                    "--vni",
+                    "4242",
+                    "--geneve-vni",
+                    "2",
+                ],
+            ],
+            vec!["id.ctx.geneve_vni", "id.ctx.vxlan_vni"],
+        ),
+    ];
+    for (i, (script, encap, replays, fields)) in cases.iter().enumerate() {
+        let run = dir.join(format!("case{i}"));
+        std::fs::create_dir_all(&run).unwrap();
+        let port = common::unique_port();
+        let scripts: Vec<&str> = script.iter().map(String::as_str).collect();
+        let child = z.live(
+            &run,
+            &format!("udp::127.0.0.1:{port}:{encap}"),
+            port,
+            false,
+            &scripts,
+        );
+        // Both at once, so the two sessions' packets interleave.
+        std::thread::scope(|scope| {
+            for args in replays {
+                let (eth, to) = (&eth, format!("127.0.0.1:{port}"));
+                let mut slow = args.clone();
+                slow.extend(["--pps", "50"]);
+                scope.spawn(move || replay(eth, &to, &slow));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(1000));
+        let out = stop(child);
+        let mut cols = CONN.to_vec();
+        cols.extend(fields.iter());
+        let conns = log(&run, "conn", &cols);
+        let what = format!(
+            "{script:?}: {conns:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if script.is_none() {
+            assert_eq!(
+                conns.len(),
+                1,
+                "without a VNI key the two sessions merge: {what}"
+            );
+            continue;
+        }
+        assert_eq!(conns.len(), 2, "one connection per VNI: {what}");
+        let ctx: Vec<Vec<Value>> = conns
+            .iter()
+            .map(|c| fields.iter().map(|f| c[*f].clone()).collect())
+            .collect();
+        let want: Vec<Vec<Value>> = match *encap {
+            "vxlan" => vec![vec![Value::from(100)], vec![Value::from(200)]],
+            "geneve" => vec![vec![Value::from(7)], vec![Value::from(8)]],
+            _ => vec![
+                vec![Value::from(1), Value::from(4242)],
+                vec![Value::from(2), Value::from(4242)],
+            ],
+        };
+        let mut ctx = ctx;
+        ctx.sort_by_key(|v| format!("{v:?}"));
+        assert_eq!(ctx, want, "{what}");
+        for c in &conns {
+            assert_eq!(
+                c["history"],
+                Value::from("ShADadFf"),
+                "each session whole: {what}"
+            );
+        }
     }
 }

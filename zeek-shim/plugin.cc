@@ -20,6 +20,8 @@
 #include <string>
 #include <utility>
 
+#include "conn_key.h"
+#include "udp_source.h"
 #include "zeek_udp_source.h"
 
 namespace zeek_udp_source {
@@ -62,39 +64,7 @@ uint32_t u32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : static_cast<uint
 
 } // namespace
 
-class UDPSource : public zeek::iosource::PktSrc {
-public:
-    explicit UDPSource(std::string path) : path(std::move(path)) {}
-    ~UDPSource() override { zus_close(src); }
 
-    static zeek::iosource::PktSrc* Instantiate(const std::string& path, bool is_live) { return new UDPSource(path); }
-
-protected:
-    void Open() override;
-    void Close() override;
-    bool ExtractNextPacket(zeek::Packet* pkt) override;
-    void DoneWithPacket() override { zus_done(src); }
-    bool PrecompileFilter(int index, const std::string& filter) override;
-    bool SetFilter(int index) override;
-    void Statistics(Stats* stats) override;
-    double GetNextTimeout() override;
-
-private:
-    zus_config Config() const;
-    bool Matches(int dlt, const pcap_pkthdr* hdr, const u_char* data);
-
-    std::string path;
-    zus_source* src = nullptr;
-    bool use_fd = true;
-    bool fd_registered = false;
-    double poll_interval = 100e-6;
-    // Capture filters apply to the inner packets. Zeek compiles each for the
-    // path's link type; GENEVE may deliver others, so each filter is also
-    // compiled here for those, keyed by (filter index, DLT).
-    std::map<std::pair<int, int>, std::unique_ptr<zeek::iosource::detail::BPF_Program>> other_dlts;
-    int current_filter = -1;
-    uint64_t filtered = 0;
-};
 
 // The link types the engine can deliver (pcap DLT values on Linux).
 constexpr int DELIVERED_DLTS[] = {1 /* EN10MB */, 12 /* RAW */, 9 /* PPP */};
@@ -211,6 +181,7 @@ bool UDPSource::ExtractNextPacket(zeek::Packet* pkt) {
                 }
                 // The link type is per packet: GENEVE may say raw IP.
                 pkt->Init(p.dlt, &hdr.ts, p.caplen, p.wire_len, p.data);
+                current = p;
                 return true;
             }
             case ZUS_REJECTED: {
@@ -277,6 +248,8 @@ protected:
         AddComponent(new zeek::iosource::PktSrcComponent("UDPTunnelSource", "udp:udptunnel",
                                                           zeek::iosource::PktSrcComponent::LIVE,
                                                           UDPSource::Instantiate));
+        for ( auto* c : conn_key_components() )
+            AddComponent(c);
         zeek::plugin::Configuration config;
         config.name = "UDPTunnel::PacketSource";
         config.description = "Packet source for mirrored traffic in VXLAN/GENEVE UDP tunnels (Rust engine)";

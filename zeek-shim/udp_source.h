@@ -1,0 +1,54 @@
+// The packet source class, shared by plugin.cc and conn_key.cc.
+#pragma once
+
+#include <zeek/iosource/BPF_Program.h>
+#include <zeek/iosource/PktSrc.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "zeek_udp_source.h"
+
+namespace zeek_udp_source {
+
+class UDPSource : public zeek::iosource::PktSrc {
+public:
+    explicit UDPSource(std::string path) : path(std::move(path)) {}
+    ~UDPSource() override { zus_close(src); }
+
+    static zeek::iosource::PktSrc* Instantiate(const std::string& path, bool is_live) { return new UDPSource(path); }
+
+    // The packet being analysed came from this source: its tunnel's VNIs.
+    const zus_packet& Current() const { return current; }
+
+protected:
+    void Open() override;
+    void Close() override;
+    bool ExtractNextPacket(zeek::Packet* pkt) override;
+    void DoneWithPacket() override { zus_done(src); }
+    bool PrecompileFilter(int index, const std::string& filter) override;
+    bool SetFilter(int index) override;
+    void Statistics(Stats* stats) override;
+    double GetNextTimeout() override;
+
+private:
+    zus_config Config() const;
+    bool Matches(int dlt, const pcap_pkthdr* hdr, const u_char* data);
+
+    std::string path;
+    zus_source* src = nullptr;
+    bool use_fd = true;
+    bool fd_registered = false;
+    double poll_interval = 100e-6;
+    // Capture filters apply to the inner packets. Zeek compiles each for the
+    // path's link type; GENEVE may deliver others, so each filter is also
+    // compiled here for those, keyed by (filter index, DLT).
+    std::map<std::pair<int, int>, std::unique_ptr<zeek::iosource::detail::BPF_Program>> other_dlts;
+    int current_filter = -1;
+    uint64_t filtered = 0;
+    zus_packet current{};
+};
+
+} // namespace zeek_udp_source
