@@ -88,6 +88,14 @@ fn build_shim(zeek_config: &Path) {
         .filter(|d| !d.is_empty() && !standard.contains(d))
     {
         build.flag("-isystem").flag(dir);
+        // Zeek's telemetry headers include prometheus-cpp's, which Zeek
+        // installs beside its own but zeek-config does not name.
+        let prometheus = Path::new(dir).join("zeek/3rdparty/prometheus-cpp/include");
+        if prometheus.is_dir() {
+            build
+                .flag("-isystem")
+                .flag(prometheus.to_string_lossy().as_ref());
+        }
     }
     if debug {
         build.define("DEBUG", None);

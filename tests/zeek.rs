@@ -756,3 +756,51 @@ fn vnis_keep_identical_five_tuples_apart() {
         }
     }
 }
+
+#[test]
+fn per_source_metrics_reach_zeeks_telemetry() {
+    let z = zeek_or_skip!("per_source_metrics_reach_zeeks_telemetry");
+    let dir = common::tmpdir("metrics");
+    let port = common::unique_port();
+    let script = "event zeek_done() { for ( _, m in Telemetry::collect_metrics(\"zeek\", \"udp_source*\") ) \
+                  print fmt(\"METRIC %s %s %.0f\", m$opts$name, join_string_vec(m$label_values, \",\"), m$value); }";
+    let child = z.live(
+        &dir,
+        &format!("udp::127.0.0.1:{port}"),
+        port,
+        false,
+        &["-e", script],
+    );
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut good = Vec::new();
+    zeek_udp_source::encap::Encoder::new(zeek_udp_source::Encap::Vxlan).encode(
+        &common::eth_frame(1, 40),
+        zeek_udp_source::LinkType::En10Mb,
+        &mut good,
+    );
+    for d in [good.clone(), good, vec![0x08, 0, 0]] {
+        tx.send_to(&d, ("127.0.0.1", port)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = stop(child);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let iface = format!("127.0.0.1:{port}");
+    for want in [
+        format!("METRIC zeek_udp_source_received_total {iface} 3"),
+        format!("METRIC zeek_udp_source_delivered_total {iface} 2"),
+        format!("METRIC zeek_udp_source_rejected_total {iface},vxlan_too_short 1"),
+        format!("METRIC zeek_udp_source_kernel_drops_total {iface} 0"),
+        format!("METRIC zeek_udp_source_filtered_total {iface} 0"),
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing '{want}' in:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("METRIC zeek_udp_source_recv_buffer_bytes"),
+        "{text}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("error"), "a clean shutdown: {stderr}");
+}

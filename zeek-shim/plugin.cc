@@ -13,6 +13,7 @@
 #include <zeek/iosource/Packet.h>
 #include <zeek/iosource/PktSrc.h>
 #include <zeek/plugin/Plugin.h>
+#include <zeek/telemetry/Manager.h>
 
 #include <cstring>
 #include <map>
@@ -149,11 +150,61 @@ void UDPSource::Open() {
     props.is_live = true;
     Opened(props);
     fd_registered = use_fd;
+    AddMetrics();
+}
+
+// Per-source metrics on Zeek's telemetry (Prometheus endpoint), labelled by
+// the interface path. Each reads the engine's counters when collected.
+void UDPSource::AddMetrics() {
+    auto read = [this](auto field) {
+        return [this, field]() -> double {
+            zus_stats s;
+            std::memset(&s, 0, sizeof(s));
+            if ( src )
+                zus_stats_get(src, &s);
+            return static_cast<double>(field(s));
+        };
+    };
+    auto counter = [&](const char* name, const char* help, auto field) {
+        counters.push_back(zeek::telemetry_mgr->CounterInstance("zeek", name, {{"interface", path}}, help, "",
+                                                               read(field)));
+    };
+    counter("udp_source_received", "Datagrams taken off the socket", [](const zus_stats& s) { return s.received; });
+    counter("udp_source_delivered", "Inner packets handed to Zeek (before capture filters)",
+            [](const zus_stats& s) { return s.delivered; });
+    counter("udp_source_truncated", "Datagrams larger than their buffer, delivered truncated",
+            [](const zus_stats& s) { return s.truncated; });
+    counter("udp_source_kernel_drops", "Datagrams the kernel dropped at the socket",
+            [](const zus_stats& s) { return s.kernel_drops; });
+    counters.push_back(zeek::telemetry_mgr->CounterInstance("zeek", "udp_source_filtered", {{"interface", path}},
+                                                           "Packets taken out by capture filters", "",
+                                                           [this]() { return static_cast<double>(filtered); }));
+    for ( uint32_t r = 0; r < zus_reject_count(); ++r ) {
+        counters.push_back(zeek::telemetry_mgr->CounterInstance(
+            "zeek", "udp_source_rejected", {{"interface", path}, {"reason", zus_reject_name(r)}},
+            "Datagrams rejected, by reason", "",
+            read([r](const zus_stats& s) { return s.rejected_by_reason[r]; })));
+    }
+    gauges.push_back(zeek::telemetry_mgr->GaugeInstance("zeek", "udp_source_recv_buffer", {{"interface", path}},
+                                                       "Socket receive buffer granted by the kernel", "bytes",
+                                                       read([](const zus_stats& s) { return s.recv_buffer_granted; })));
+}
+
+void UDPSource::RemoveMetrics() {
+    for ( auto& c : counters )
+        c->RemoveCallback();
+    for ( auto& g : gauges )
+        g->RemoveCallback();
+    counters.clear();
+    gauges.clear();
 }
 
 void UDPSource::Close() {
-    if ( fd_registered && src )
-        zeek::iosource_mgr->UnregisterFd(zus_wait_fd(src), this);
+    RemoveMetrics();
+    // Closed() unregisters the fd Opened() registered: hand it back in that
+    // state if a batch wait had taken it out.
+    if ( use_fd && ! fd_registered && src )
+        zeek::iosource_mgr->RegisterFd(zus_wait_fd(src), this);
     fd_registered = false;
     zus_close(src);
     src = nullptr;

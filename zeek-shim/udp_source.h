@@ -3,11 +3,14 @@
 
 #include <zeek/iosource/BPF_Program.h>
 #include <zeek/iosource/PktSrc.h>
+#include <zeek/telemetry/Counter.h>
+#include <zeek/telemetry/Gauge.h>
 
 #include <map>
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "zeek_udp_source.h"
 
@@ -35,6 +38,8 @@ protected:
 
 private:
     zus_config Config() const;
+    void AddMetrics();
+    void RemoveMetrics();
     bool Matches(int dlt, const pcap_pkthdr* hdr, const u_char* data);
 
     std::string path;
@@ -49,6 +54,9 @@ private:
     int current_filter = -1;
     uint64_t filtered = 0;
     zus_packet current{};
+    // Telemetry whose callbacks read this source; cut loose on Close().
+    std::vector<zeek::telemetry::CounterPtr> counters;
+    std::vector<zeek::telemetry::GaugePtr> gauges;
 };
 
 } // namespace zeek_udp_source
