@@ -83,22 +83,35 @@ sent=$(( loops * 1000 ))
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 peak_rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
-# start_zeek <receiver> <port>: starts Zeek, waits until its socket is bound.
-start_zeek() {
-    local impl=RECVMMSG
-    [ "$1" = io_uring ] && impl=IO_URING
-    (cd "$work" && ZEEK_PLUGIN_PATH="$plugin" exec "$zeek" -b UDPTunnel::PacketSource \
-        -i "udp::127.0.0.1:$2:vxlan" \
-        -e "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;
-            redef PacketSource::UDP::batch_wait = ${BATCH_WAIT:-200usec};
-            event zeek_done() { local s = get_net_stats(); print fmt(\"STATS %d %d %d\", s\$pkts_recvd, s\$pkts_dropped, s\$pkts_link); }" \
-        >"$work/zeek.out" 2>"$work/zeek.err") &
+STATS_SCRIPT='event zeek_done() { local s = get_net_stats(); print fmt("STATS %d %d %d", s$pkts_recvd, s$pkts_dropped, s$pkts_link); }'
+
+# launch <dir> <plugin dir or ""> <plugin name or ""> <interface> <port or ""> [script] [settle]:
+# starts Zeek in <dir> printing its statistics at the end, sets zpid, and
+# waits until a udp <port> is bound (or <settle> seconds, 3 by default,
+# without one).
+launch() {
+    local dir=$1 ppath=$2 pname=$3 iface=$4 lport=$5 extra=${6:-} settle=${7:-3}
+    (cd "$dir" && ZEEK_PLUGIN_PATH="$ppath" exec "$zeek" -b $pname -i "$iface" -e "$extra $STATS_SCRIPT" \
+        >"$dir/zeek.out" 2>"$dir/zeek.err") &
     zpid=$!
+    if [ -z "$lport" ]; then
+        sleep "$settle"
+        return
+    fi
     for _ in $(seq 100); do
-        ss -uln "sport = :$2" | grep -q ":$2" && break
+        ss -uln "sport = :$lport" | grep -q ":$lport" && break
         sleep 0.1
     done
     sleep 1
+}
+
+# start_zeek <receiver> <port>: Zeek with this plugin.
+start_zeek() {
+    local impl=RECVMMSG
+    [ "$1" = io_uring ] && impl=IO_URING
+    launch "$work" "$plugin" UDPTunnel::PacketSource "udp::127.0.0.1:$2:vxlan" "$2" \
+        "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;
+         redef PacketSource::UDP::batch_wait = ${BATCH_WAIT:-200usec};"
 }
 
 stop_zeek() {
@@ -173,12 +186,9 @@ run_scaling() {
             for w in $(seq "$n"); do
                 mkdir -p "$work/w$w"
                 impl=RECVMMSG; [ "$receiver" = io_uring ] && impl=IO_URING
-                (cd "$work/w$w" && ZEEK_PLUGIN_PATH="$plugin" exec "$zeek" -b UDPTunnel::PacketSource \
-                    -i "udp::127.0.0.1:$port:vxlan" \
-                    -e "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;
-                        event zeek_done() { local s = get_net_stats(); print fmt(\"STATS %d %d %d\", s\$pkts_recvd, s\$pkts_dropped, s\$pkts_link); }" \
-                    >"$work/w$w/out" 2>"$work/w$w/err") &
-                pids+=($!)
+                launch "$work/w$w" "$plugin" UDPTunnel::PacketSource "udp::127.0.0.1:$port:vxlan" "" \
+                    "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;" 0.1
+                pids+=("$zpid")
             done
             sleep 3
             "$udpsrc" replay "$trace" --to "127.0.0.1:$port" --encap vxlan --loop "$loops" --quiet --json >"$work/replay.out"
@@ -188,7 +198,7 @@ run_scaling() {
             wait "${pids[@]}" 2>/dev/null || true
             total=0; lost=0; shares=""
             for w in $(seq "$n"); do
-                read -r _ r d _ < <(grep '^STATS' "$work/w$w/out" || echo "STATS 0 0 0")
+                read -r _ r d _ < <(grep '^STATS' "$work/w$w/zeek.out" || echo "STATS 0 0 0")
                 total=$(( total + r )); lost=$(( lost + d )); shares="$shares $r"
             done
             echo "$n x zeek ($receiver): sent $sent at $achieved pkt/s, received $total, dropped $lost, per worker:$shares"
@@ -203,16 +213,7 @@ esac
 
 # start_cpp <port>: Zeek with the C++ plugin instead of ours.
 start_cpp() {
-    (cd "$work" && ZEEK_PLUGIN_PATH="$CPP_PLUGIN_DIR" exec "$zeek" -b Zeek::PacketSourceUDP \
-        -i "udp::127.0.0.1:$1:vxlan" \
-        -e "event zeek_done() { local s = get_net_stats(); print fmt(\"STATS %d %d %d\", s\$pkts_recvd, s\$pkts_dropped, s\$pkts_link); }" \
-        >"$work/zeek.out" 2>"$work/zeek.err") &
-    zpid=$!
-    for _ in $(seq 100); do
-        ss -uln "sport = :$1" | grep -q ":$1" && break
-        sleep 0.1
-    done
-    sleep 1
+    launch "$work" "$CPP_PLUGIN_DIR" Zeek::PacketSourceUDP "udp::127.0.0.1:$1:vxlan" "$1"
 }
 
 # start_afpacket: a vxlan device (VNI 42, port 4789 on loopback) and Zeek
@@ -223,11 +224,7 @@ start_afpacket() {
     sysctl -qw "net.ipv6.conf.$vxdev.disable_ipv6=1" || true
     ip link set "$vxdev" up
     port=4789
-    (cd "$work" && exec "$zeek" -b -i "af_packet::$vxdev" \
-        -e "event zeek_done() { local s = get_net_stats(); print fmt(\"STATS %d %d %d\", s\$pkts_recvd, s\$pkts_dropped, s\$pkts_link); }" \
-        >"$work/zeek.out" 2>"$work/zeek.err") &
-    zpid=$!
-    sleep 3
+    launch "$work" "" "" "af_packet::$vxdev" ""
 }
 
 printf '%-9s %-9s %10s %10s %10s %9s %12s %9s\n' receiver rate sent received dropped "loss%" "cpu_s/Mpkt" "rss_MiB"

@@ -181,6 +181,26 @@ fn log(dir: &Path, name: &str, fields: &[&str]) -> Vec<BTreeMap<String, Value>> 
     rows
 }
 
+/// Prints Zeek's packet statistics as JSON when it stops; see `net_stats`.
+const PRINT_STATS: &str =
+    "event zeek_done() { print fmt(\"STATS %s\", to_json(get_net_stats())); }";
+
+/// The statistics PRINT_STATS printed, and the line itself for messages.
+fn net_stats(out: &Output) -> (Value, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("STATS "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no stats: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .to_string();
+    (serde_json::from_str(&line).unwrap(), line)
+}
+
 const CONN: &[&str] = &[
     "id.orig_h",
     "id.orig_p",
@@ -419,14 +439,13 @@ fn kernel_drops_reach_zeeks_statistics() {
     let trace = dir.join("flood.pcap");
     common::write_pcap(&trace, DataLink::ETHERNET, &frames);
     let port = common::unique_port();
-    let script = "redef PacketSource::UDP::udp_recv_buffer_size = 65536; \
-                  event zeek_done() { print fmt(\"STATS %s\", to_json(get_net_stats())); }";
+    let script = format!("redef PacketSource::UDP::udp_recv_buffer_size = 65536; {PRINT_STATS}");
     let child = z.live(
         &dir,
         &format!("udp::127.0.0.1:{port}"),
         port,
         false,
-        &["-e", script],
+        &["-e", &script],
     );
     let loops = 25;
     let out = Command::new(UDPSRC)
@@ -444,17 +463,7 @@ fn kernel_drops_reach_zeeks_statistics() {
     assert!(out.status.success());
     std::thread::sleep(Duration::from_millis(1500));
     let out = stop(child);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("STATS "))
-        .unwrap_or_else(|| {
-            panic!(
-                "no stats: {stdout} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    let stats: Value = serde_json::from_str(line).unwrap();
+    let (stats, line) = net_stats(&out);
     let get = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("{k} in {line}"));
     let sent = (frames.len() * loops) as u64;
     assert!(
@@ -596,7 +605,7 @@ fn capture_filters_apply_to_the_inner_packets() {
     let raw = dir.join("mixed-raw.pcap");
     common::write_pcap(&eth, DataLink::ETHERNET, &frames);
     common::write_pcap(&raw, DataLink::RAW, &common::without_ethernet(&frames));
-    let script = "event zeek_done() { print fmt(\"STATS %s\", to_json(get_net_stats())); }";
+    let script = PRINT_STATS;
     // GENEVE with raw IP inside: a different link type than the path's.
     for (name, trace, options, encap) in [
         ("vxlan", &eth, "vxlan", "vxlan"),
@@ -623,12 +632,7 @@ fn capture_filters_apply_to_the_inner_packets() {
             "{name}: only the HTTP connection: {conns:?}"
         );
         assert_eq!(conns[0]["id.resp_p"], Value::from(80));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("STATS "))
-            .expect("stats");
-        let stats: Value = serde_json::from_str(line).unwrap();
+        let (stats, line) = net_stats(&out);
         assert_eq!(stats["pkts_filtered"], Value::from(dns), "{name}: {line}");
         assert_eq!(
             stats["pkts_recvd"],
