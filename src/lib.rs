@@ -8,6 +8,7 @@
 //! accounts for every datagram, and [`source::Source`] ties them together.
 
 pub mod allow;
+pub mod balance;
 pub mod capi;
 pub mod cmsg;
 pub mod decap;

@@ -78,6 +78,9 @@ pub struct SourcePath {
     pub link_type: LinkType,
     /// `allow=`: the only senders accepted; empty accepts everyone.
     pub allow: Vec<Cidr>,
+    /// `workers=N`: spread flows over the N sockets sharing the port by the
+    /// inner packet's flow (see [`crate::balance`]).
+    pub workers: Option<u32>,
 }
 
 /// A path that could not be parsed. The message names the offending token
@@ -137,6 +140,7 @@ fn parse_body(body: &str) -> Result<SourcePath, String> {
         encap: options.encap.unwrap_or(Encap::Vxlan),
         link_type: options.link_type.unwrap_or(LinkType::En10Mb),
         allow: options.allow.unwrap_or_default(),
+        workers: options.workers,
     })
 }
 
@@ -258,6 +262,7 @@ struct Options {
     link_type: Option<LinkType>,
     link_token: String,
     allow: Option<Vec<Cidr>>,
+    workers: Option<u32>,
 }
 
 impl Options {
@@ -288,6 +293,18 @@ impl Options {
                 self.allow = Some(list);
                 Ok(())
             }
+            ("workers", Some(v)) if self.workers.is_some() => Err(format!(
+                "duplicate worker count '{tok}': workers= may appear once ({v})"
+            )),
+            ("workers", Some(v)) => match v.parse::<u32>() {
+                Ok(n @ 1..=1024) if v.bytes().all(|b| b.is_ascii_digit()) => {
+                    self.workers = Some(n);
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "bad worker count in '{tok}': expected workers=<N> with N from 1 to 1024, the number of Zeek workers sharing the port"
+                )),
+            },
             ("dlt", None) => Err(format!(
                 "link type '{tok}' without a value: expected dlt=en10mb, dlt=raw or dlt=ppp"
             )),
@@ -295,7 +312,7 @@ impl Options {
                 "empty option (a doubled or trailing ':'): expected {ENCAPS} or dlt=<type>"
             )),
             _ => Err(format!(
-                "unknown option '{tok}': expected {ENCAPS}, dlt=en10mb|raw|ppp or allow=<prefixes>"
+                "unknown option '{tok}': expected {ENCAPS}, dlt=en10mb|raw|ppp, allow=<prefixes> or workers=<N>"
             )),
         }
     }
@@ -355,6 +372,9 @@ impl fmt::Display for SourcePath {
         if !self.allow.is_empty() {
             let list: Vec<String> = self.allow.iter().map(|c| c.to_string()).collect();
             write!(f, ":allow={}", list.join(","))?;
+        }
+        if let Some(n) = self.workers {
+            write!(f, ":workers={n}")?;
         }
         Ok(())
     }

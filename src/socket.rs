@@ -85,6 +85,36 @@ impl Listener {
     }
 }
 
+/// SO_ATTACH_REUSEPORT_CBPF (asm-generic/socket.h); not in every libc.
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+impl Listener {
+    /// Makes `prog` choose the socket of the port's SO_REUSEPORT group for
+    /// each datagram (its result is an index in bind order). Any member may
+    /// attach it; the last attached program serves the whole group.
+    pub fn attach_reuseport_cbpf(&self, prog: &[libc::sock_filter]) -> io::Result<()> {
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: fprog points at `prog`, alive for the call; size matches.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_ATTACH_REUSEPORT_CBPF,
+                (&fprog as *const libc::sock_fprog).cast(),
+                size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
 /// Asks for `bytes` of receive buffer, forcing past rmem_max where the
 /// process may (CAP_NET_ADMIN), and returns what was granted.
 fn size_recv_buffer(socket: &Socket, bytes: usize) -> io::Result<usize> {

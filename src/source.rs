@@ -149,6 +149,16 @@ impl Source {
     /// Opens an already parsed path.
     pub fn open_path(path: SourcePath, config: &Config) -> Result<Source, Error> {
         let listener = Listener::bind(path.addr, config.recv_buffer_size)?;
+        if let Some(workers) = path.workers {
+            let prog = crate::balance::program(path.encap, path.link_type, workers);
+            listener
+                .attach_reuseport_cbpf(&prog)
+                .map_err(|source| Error::Socket {
+                    addr: path.addr,
+                    call: "SO_ATTACH_REUSEPORT_CBPF (workers=)",
+                    source,
+                })?;
+        }
         let fd = listener.socket.as_raw_fd();
         let rx: Box<dyn Receiver> = match config.receiver {
             ReceiverKind::Recvmmsg => Box::new(

@@ -808,3 +808,86 @@ fn per_source_metrics_reach_zeeks_telemetry() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("error"), "a clean shutdown: {stderr}");
 }
+
+#[test]
+fn workers_see_whole_connections_whatever_the_outer_ports() {
+    let z = zeek_or_skip!("workers_see_whole_connections_whatever_the_outer_ports");
+    let dir = common::tmpdir("workers");
+    let port = common::unique_port();
+    let path = format!("udp::127.0.0.1:{port}:vxlan:workers=2");
+    let runs: Vec<PathBuf> = (0..2).map(|w| dir.join(format!("w{w}"))).collect();
+    let mut children = Vec::new();
+    for run in &runs {
+        std::fs::create_dir_all(run).unwrap();
+        children.push(z.live(run, &path, port, false, &[]));
+    }
+    // Both workers' sockets must be in the group before traffic starts.
+    let bound = || {
+        let udp = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+        let needle = format!(":{port:04X} ");
+        udp.lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| a.ends_with(needle.trim()))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bound() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(bound(), 2, "both workers listening");
+    // Requests from one socket, answers from another: the outer source port
+    // differs by direction, as with mirror senders that hash asymmetrically.
+    let (fwd, rev) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    let flows = 200u16;
+    let enc = zeek_udp_source::encap::Encoder::new(zeek_udp_source::Encap::Vxlan);
+    for i in 0..flows {
+        let (client, server) = ([10, 9, (i >> 8) as u8, i as u8], [10, 8, 0, 1]);
+        for (sock, (src, dst, sp, dp)) in [
+            (&fwd, (client, server, 30000 + i, 53)),
+            (&rev, (server, client, 53, 30000 + i)),
+        ] {
+            let mut f = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+                .ipv4(src, dst, 64)
+                .udp(sp, dp)
+                .write(&mut f, b"0123456789")
+                .unwrap();
+            let mut d = Vec::new();
+            enc.encode(&f, zeek_udp_source::LinkType::En10Mb, &mut d);
+            sock.send_to(&d, ("127.0.0.1", port)).unwrap();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    for c in children {
+        stop(c);
+    }
+    let per_worker: Vec<Vec<BTreeMap<String, Value>>> =
+        runs.iter().map(|r| log(r, "conn", CONN)).collect();
+    let all: Vec<&BTreeMap<String, Value>> = per_worker.iter().flatten().collect();
+    assert_eq!(
+        all.len(),
+        flows as usize,
+        "one connection per flow, none split in two"
+    );
+    for c in &all {
+        assert_eq!(
+            (&c["orig_pkts"], &c["resp_pkts"]),
+            (&Value::from(1), &Value::from(1)),
+            "both directions in one worker: {c:?}"
+        );
+    }
+    for (w, conns) in per_worker.iter().enumerate() {
+        assert!(
+            conns.len() > 60,
+            "worker {w} got {} of {flows}: far from even",
+            conns.len()
+        );
+    }
+}
