@@ -65,3 +65,31 @@ export {
 	const batch_wait: interval = 200usec &redef;
 }
 @endif
+
+@ifndef ( PacketSource::UDP::geneve_key_option )
+export {
+	## A GENEVE option, "<class>:<type>" (e.g. "0x0103:0x80"), whose value
+	## (its first 8 data bytes at most) identifies the network, for senders
+	## that leave the VNI 0 (GCP Network Security Integration). The GENEVE
+	## connection keys then include it; load
+	## policy/frameworks/conn_key/packet_source/udp/geneve_option to log it.
+	const geneve_key_option = "" &redef;
+}
+@endif
+
+@ifndef ( PacketSource::UDP::current_geneve_options )
+export {
+	## One GENEVE option TLV.
+	type GeneveOption: record {
+		opt_class: count;
+		opt_type: count;
+		data: string;
+	};
+	type GeneveOptions: vector of GeneveOption;
+
+	## The GENEVE options of the packet being analysed: call it from
+	## handlers of events that packets raise (new_connection, ...); it is
+	## empty outside of packet processing.
+	global current_geneve_options: function(): GeneveOptions;
+}
+@endif

@@ -11,7 +11,7 @@ use crate::reject::Reject;
 use crate::source::{Config, Event, Source, Wait};
 
 /// Bumped whenever a struct or a signature changes (ZUS_ABI_VERSION).
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 /// Room for reject reasons in [`ZusStats`] (ZUS_MAX_REJECTS).
 pub const MAX_REJECTS: usize = 16;
 
@@ -26,7 +26,7 @@ pub struct ZusConfig {
     pub io_uring_cq_entries: u32,
     pub io_uring_buffers: u32,
     pub io_uring_buffer_shift: u32,
-    pub reserved: u32,
+    pub geneve_key_option: u32,
     pub recv_buffer_size: u64,
     pub recvmmsg_batch: u64,
     pub recvmmsg_buffer_size: u64,
@@ -48,6 +48,7 @@ pub struct ZusPacket {
     pub geneve_vni: u32,
     pub geneve_options_len: u32,
     pub flags: u32,
+    pub geneve_option_value: u64,
 }
 
 /// `zus_stats`.
@@ -70,7 +71,8 @@ const _: () = {
     assert!(size_of::<ZusConfig>() == 56);
     assert!(offset_of!(ZusConfig, batch_wait_ns) == 48);
     assert!(offset_of!(ZusConfig, recv_buffer_size) == 24);
-    assert!(size_of::<ZusPacket>() == 56);
+    assert!(size_of::<ZusPacket>() == 64);
+    assert!(offset_of!(ZusPacket, geneve_option_value) == 56);
     assert!(offset_of!(ZusPacket, ts_sec) == 16);
     assert!(offset_of!(ZusPacket, caplen) == 28);
     assert!(offset_of!(ZusPacket, flags) == 52);
@@ -88,6 +90,7 @@ pub fn rust_layout() -> Vec<u64> {
         v(offset_of!(ZusConfig, io_uring_cq_entries)),
         v(offset_of!(ZusConfig, io_uring_buffers)),
         v(offset_of!(ZusConfig, io_uring_buffer_shift)),
+        v(offset_of!(ZusConfig, geneve_key_option)),
         v(offset_of!(ZusConfig, recv_buffer_size)),
         v(offset_of!(ZusConfig, recvmmsg_batch)),
         v(offset_of!(ZusConfig, recvmmsg_buffer_size)),
@@ -104,6 +107,7 @@ pub fn rust_layout() -> Vec<u64> {
         v(offset_of!(ZusPacket, geneve_vni)),
         v(offset_of!(ZusPacket, geneve_options_len)),
         v(offset_of!(ZusPacket, flags)),
+        v(offset_of!(ZusPacket, geneve_option_value)),
         v(size_of::<ZusStats>()),
         v(offset_of!(ZusStats, received)),
         v(offset_of!(ZusStats, bytes)),
@@ -122,6 +126,9 @@ pub fn rust_layout() -> Vec<u64> {
 const FLAG_VXLAN_VNI: u32 = 1;
 const FLAG_GENEVE_VNI: u32 = 2;
 const FLAG_TRUNCATED: u32 = 4;
+const FLAG_GENEVE_OPTION_VALUE: u32 = 8;
+/// Marks a set `geneve_key_option`: bit 31, then type << 16 | class.
+const OPTION_ID_SET: u32 = 1 << 31;
 
 const IDLE: i32 = 0;
 const PACKET: i32 = 1;
@@ -168,6 +175,10 @@ fn config_from(c: &ZusConfig) -> Config {
         recvmmsg_batch: c.recvmmsg_batch as usize,
         recvmmsg_buffer_size: c.recvmmsg_buffer_size as usize,
         batch_wait: std::time::Duration::from_nanos(c.batch_wait_ns),
+        geneve_key_option: (c.geneve_key_option & OPTION_ID_SET != 0).then_some((
+            c.geneve_key_option as u16,
+            (c.geneve_key_option >> 16) as u8,
+        )),
         ..Config::default()
     };
     config.uring.sq_entries = c.io_uring_sq_entries;
@@ -187,7 +198,9 @@ fn config_to(c: &Config) -> ZusConfig {
         io_uring_cq_entries: c.uring.cq_entries,
         io_uring_buffers: c.uring.buffers,
         io_uring_buffer_shift: c.uring.buffer_shift,
-        reserved: 0,
+        geneve_key_option: c.geneve_key_option.map_or(0, |(class, kind)| {
+            OPTION_ID_SET | u32::from(kind) << 16 | u32::from(class)
+        }),
         recv_buffer_size: c.recv_buffer_size as u64,
         recvmmsg_batch: c.recvmmsg_batch as u64,
         recvmmsg_buffer_size: c.recvmmsg_buffer_size as u64,
@@ -309,6 +322,11 @@ pub unsafe extern "C" fn zus_next(
                         0
                     };
                     flags |= if p.truncated() { FLAG_TRUNCATED } else { 0 };
+                    flags |= if p.geneve_option_value.is_some() {
+                        FLAG_GENEVE_OPTION_VALUE
+                    } else {
+                        0
+                    };
                     let out = ZusPacket {
                         data: p.data.as_ptr(),
                         geneve_options: p.geneve_options.as_ptr(),
@@ -321,6 +339,7 @@ pub unsafe extern "C" fn zus_next(
                         geneve_vni: p.geneve_vni.unwrap_or(0),
                         geneve_options_len: p.geneve_options.len() as u32,
                         flags,
+                        geneve_option_value: p.geneve_option_value.unwrap_or(0),
                     };
                     if !packet.is_null() {
                         // SAFETY: checked for null; the caller promises it is writable.
@@ -440,6 +459,68 @@ pub unsafe extern "C" fn zus_stats_get(source: *mut ZusSource, stats: *mut ZusSt
 #[unsafe(no_mangle)]
 pub extern "C" fn zus_reject_count() -> u32 {
     Reject::COUNT as u32
+}
+
+/// `zus_parse_geneve_option_id`.
+///
+/// # Safety
+/// `spec` must be null or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn zus_parse_geneve_option_id(spec: *const c_char) -> u32 {
+    if spec.is_null() {
+        return 0;
+    }
+    // SAFETY: the caller promises a NUL-terminated string.
+    let text = unsafe { CStr::from_ptr(spec) }.to_string_lossy();
+    guard(0, || {
+        crate::wire::geneve::parse_option_id(text.trim()).map_or(0, |(class, kind)| {
+            OPTION_ID_SET | u32::from(kind) << 16 | u32::from(class)
+        })
+    })
+}
+
+/// `zus_geneve_option`.
+///
+/// # Safety
+/// `area` must point to `area_len` readable bytes (or be null with 0); the
+/// out-pointers must be writable or null.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn zus_geneve_option(
+    area: *const u8,
+    area_len: u32,
+    index: u32,
+    opt_class: *mut u16,
+    opt_type: *mut u8,
+    data: *mut *const u8,
+    data_len: *mut u32,
+) -> i32 {
+    if area.is_null() || area_len == 0 {
+        return 0;
+    }
+    // SAFETY: the caller promises `area_len` readable bytes at `area`.
+    let bytes = unsafe { std::slice::from_raw_parts(area, area_len as usize) };
+    let found = guard(None, || {
+        crate::wire::GeneveOptions::new(bytes).nth(index as usize)
+    });
+    let Some(o) = found else {
+        return 0;
+    };
+    // SAFETY: each pointer is checked for null; the caller promises the rest.
+    unsafe {
+        if !opt_class.is_null() {
+            *opt_class = o.class;
+        }
+        if !opt_type.is_null() {
+            *opt_type = o.kind;
+        }
+        if !data.is_null() {
+            *data = o.data.as_ptr();
+        }
+        if !data_len.is_null() {
+            *data_len = o.data.len() as u32;
+        }
+    }
+    1
 }
 
 /// `zus_reject_name`.

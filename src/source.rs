@@ -35,6 +35,9 @@ pub struct Config {
     /// before the next one, so datagrams gather and arrive in one batch
     /// (zero: never wait). Bounds the latency it adds.
     pub batch_wait: Duration,
+    /// A GENEVE option (class, type) whose value identifies the network,
+    /// for senders that leave the VNI 0 (GCP NSI); see [`Packet::geneve_option_value`].
+    pub geneve_key_option: Option<(u16, u8)>,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             recvmmsg_buffer_size: 9216 + 32,
             uring: UringConfig::default(),
             batch_wait: Duration::ZERO,
+            geneve_key_option: None,
         }
     }
 }
@@ -85,6 +89,8 @@ pub struct Packet<'a> {
     pub geneve_options: &'a [u8],
     /// Who sent the tunnel datagram.
     pub peer: Option<SocketAddr>,
+    /// The value of [`Config::geneve_key_option`] in this packet, if both are there.
+    pub geneve_option_value: Option<u64>,
 }
 
 impl<'a> Packet<'a> {
@@ -134,6 +140,7 @@ pub struct Source {
     drops: DropCounter,
     last_timestamp: Timestamp,
     batch_wait: Duration,
+    geneve_key_option: Option<(u16, u8)>,
     /// Datagrams received since the kernel last had none.
     since_empty: u64,
     /// While set, receives are held off until then (gathering).
@@ -181,6 +188,7 @@ impl Source {
             drops: DropCounter::default(),
             last_timestamp: Timestamp::default(),
             batch_wait: config.batch_wait,
+            geneve_key_option: config.geneve_key_option,
             since_empty: 0,
             gather_until: None,
         })
@@ -274,6 +282,10 @@ impl Source {
         }
         let buf: &[u8] = buf;
         let datagram = &buf[at..];
+        let options = &datagram[inner.geneve_options];
+        let geneve_option_value = self
+            .geneve_key_option
+            .and_then(|(class, kind)| GeneveOptions::new(options).option_value(class, kind));
         Packet {
             data: &buf[start..],
             wire_len,
@@ -281,8 +293,9 @@ impl Source {
             link_type: inner.link_type,
             vxlan_vni: inner.vxlan_vni,
             geneve_vni: inner.geneve_vni,
-            geneve_options: &datagram[inner.geneve_options],
+            geneve_options: options,
             peer: meta.peer,
+            geneve_option_value,
         }
     }
 

@@ -125,7 +125,7 @@ fn bad_paths_name_the_token_and_what_was_expected() {
         ),
         (
             "127.0.0.1:4789:foo",
-            "unknown option 'foo': expected vxlan, geneve, geneve+vxlan, raw or skip=<N>, dlt=en10mb|raw|ppp or allow=<prefixes>",
+            "unknown option 'foo': expected vxlan, geneve, geneve+vxlan, raw or skip=<N>, dlt=en10mb|raw|ppp, allow=<prefixes> or workers=<N>",
         ),
         (
             "127.0.0.1:4789:skip",

@@ -213,3 +213,42 @@ fn oversized_datagrams_arrive_truncated_and_counted() {
         );
     }
 }
+
+#[test]
+fn a_configured_geneve_option_yields_its_value() {
+    use zeek_udp_source::wire::geneve::parse_option_id;
+    assert_eq!(parse_option_id("0x0103:0x80"), Some((0x0103, 0x80)));
+    assert_eq!(parse_option_id("259:128"), Some((0x0103, 0x80)));
+    for bad in ["", "0x0103", "0x10000:1", "1:256", "a:b"] {
+        assert_eq!(parse_option_id(bad), None, "{bad}");
+    }
+    for kind in receivers() {
+        let mut path = zeek_udp_source::path::parse("127.0.0.1:1:geneve").unwrap();
+        path.addr.set_port(0);
+        let cfg = zeek_udp_source::Config {
+            geneve_key_option: Some((0x0103, 0x80)),
+            ..config(kind)
+        };
+        let mut src = zeek_udp_source::Source::open_path(path, &cfg).unwrap();
+        let mut with = Encoder::new(Encap::Geneve);
+        GeneveOption::emit(0xffff, 1, &[9; 4], &mut with.geneve_options);
+        GeneveOption::emit(
+            0x0103,
+            0x80,
+            &[0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56],
+            &mut with.geneve_options,
+        );
+        let without = Encoder::new(Encap::Geneve);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        with.encode(&eth_frame(1, 40), LinkType::En10Mb, &mut a);
+        without.encode(&eth_frame(2, 40), LinkType::En10Mb, &mut b);
+        let _tx = send_all(src.local_addr().unwrap(), &[a, b]);
+        let got = collect(&mut src, 2, Duration::from_secs(5));
+        let values: Vec<Option<u64>> = got.iter().map(|g| g.geneve_option_value).collect();
+        assert_eq!(
+            values,
+            vec![Some(0x1234), None],
+            "{kind:?}: first 8 data bytes, big-endian"
+        );
+    }
+}

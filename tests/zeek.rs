@@ -891,3 +891,97 @@ fn workers_see_whole_connections_whatever_the_outer_ports() {
         );
     }
 }
+
+#[test]
+fn a_geneve_option_can_name_the_network_and_scripts_see_the_options() {
+    let z = zeek_or_skip!("a_geneve_option_can_name_the_network_and_scripts_see_the_options");
+    let dir = common::tmpdir("nsi");
+    let eth = dir.join("inner.pcap");
+    common::write_pcap(&eth, DataLink::ETHERNET, &common::http_session());
+    let port = common::unique_port();
+    let script = "redef PacketSource::UDP::geneve_key_option = \"0x0103:0x80\"; \
+                  event new_connection(c: connection) { for ( _, o in PacketSource::UDP::current_geneve_options() ) \
+                  print fmt(\"OPT %d %d %s\", o$opt_class, o$opt_type, bytestring_to_hexstr(o$data)); }";
+    let child = z.live(
+        &dir,
+        &format!("udp::127.0.0.1:{port}:geneve"),
+        port,
+        false,
+        &[
+            "policy/frameworks/conn_key/packet_source/udp/geneve_option",
+            "-e",
+            script,
+        ],
+    );
+    // GCP NSI style: VNI 0 everywhere; the option says which network.
+    std::thread::scope(|scope| {
+        for net in ["0000000a", "0000000b"] {
+            let (eth, to) = (&eth, format!("127.0.0.1:{port}"));
+            let opt = format!("0x0103:0x80:{net}");
+            scope.spawn(move || {
+                replay(
+                    eth,
+                    &to,
+                    &[
+                        "--encap",
+                        "geneve",
+                        "--vni",
+                        "0",
+                        "--geneve-option",
+                        &opt,
+                        "--pps",
+                        "50",
+                    ],
+                )
+            });
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = stop(child);
+    let conns = log(
+        &dir,
+        "conn",
+        &["id.ctx.geneve_vni", "id.ctx.geneve_option", "history"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ctx: Vec<(Value, Value, Value)> = conns
+        .iter()
+        .map(|c| {
+            (
+                c["id.ctx.geneve_vni"].clone(),
+                c["id.ctx.geneve_option"].clone(),
+                c["history"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ctx,
+        vec![
+            (Value::from(0), Value::from(10), Value::from("ShADadFf")),
+            (Value::from(0), Value::from(11), Value::from("ShADadFf")),
+        ],
+        "two whole connections told apart by the option: {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("OPT 259 128 0000000a") && stdout.contains("OPT 259 128 0000000b"),
+        "{stdout}"
+    );
+
+    let bad = z
+        .command(&dir)
+        .args([
+            "-i",
+            "udp::127.0.0.1:4789:geneve",
+            "-e",
+            "redef PacketSource::UDP::geneve_key_option = \"nonsense\";",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success()
+            && stderr.contains("geneve_key_option 'nonsense' is not <class>:<type>"),
+        "{stderr}"
+    );
+}

@@ -32,9 +32,10 @@ public:
     zeek::detail::PackedConnTuple& PackedTuple() override { return key.tuple; }
     const zeek::detail::PackedConnTuple& PackedTuple() const override { return key.tuple; }
 
-    void SetVnis(uint32_t vxlan, uint32_t geneve) {
+    void SetVnis(uint32_t vxlan, uint32_t geneve, uint64_t option) {
         key.vxlan_vni = (WHICH & VXLAN) ? vxlan : 0;
         key.geneve_vni = (WHICH & GENEVE) ? geneve : 0;
+        key.geneve_option = (WHICH & GENEVE) ? option : 0;
     }
 
 protected:
@@ -46,11 +47,13 @@ protected:
     void DoInit(const zeek::Packet& pkt) override {
         auto* src = dynamic_cast<UDPSource*>(zeek::run_state::detail::current_packet_source());
         if ( ! src ) {
-            SetVnis(0, 0);
+            SetVnis(0, 0, 0);
             return;
         }
+        // The configured GENEVE option (geneve_key_option) joins the key:
+        // senders such as GCP NSI leave the VNI 0 and name the network there.
         const zus_packet& p = src->Current();
-        SetVnis(p.vxlan_vni, p.geneve_vni);
+        SetVnis(p.vxlan_vni, p.geneve_vni, (p.flags & ZUS_HAS_GENEVE_OPTION_VALUE) ? p.geneve_option_value : 0);
     }
 
     void DoPopulateConnIdVal(zeek::RecordVal& conn_id, zeek::RecordVal& ctx) override {
@@ -59,10 +62,13 @@ protected:
             return;
         static const int vxlan_at = ctx_offset("vxlan_vni");
         static const int geneve_at = ctx_offset("geneve_vni");
+        static const int option_at = ctx_offset("geneve_option");
         if ( (WHICH & VXLAN) && vxlan_at >= 0 )
             ctx.Assign(vxlan_at, static_cast<zeek_uint_t>(key.vxlan_vni));
         if ( (WHICH & GENEVE) && geneve_at >= 0 )
             ctx.Assign(geneve_at, static_cast<zeek_uint_t>(key.geneve_vni));
+        if ( (WHICH & GENEVE) && option_at >= 0 )
+            ctx.Assign(option_at, static_cast<zeek_uint_t>(key.geneve_option));
     }
 
 private:
@@ -70,6 +76,7 @@ private:
         zeek::detail::PackedConnTuple tuple;
         uint32_t vxlan_vni;
         uint32_t geneve_vni;
+        uint64_t geneve_option;
     } __attribute__((packed, aligned)) key;
 };
 
@@ -90,11 +97,12 @@ private:
             return ck;
         static const int ctx_at = zeek::id::conn_id->FieldOffset("ctx");
         auto* ctx = v.AsRecordVal()->GetFieldAs<zeek::RecordVal>(ctx_at);
-        auto field = [ctx](const char* name) -> uint32_t {
+        auto field = [ctx](const char* name) -> uint64_t {
             int at = ctx_offset(name);
-            return at >= 0 && ctx->HasField(at) ? static_cast<uint32_t>(ctx->GetFieldAs<zeek::CountVal>(at)) : 0;
+            return at >= 0 && ctx->HasField(at) ? ctx->GetFieldAs<zeek::CountVal>(at) : 0;
         };
-        static_cast<VniConnKey<WHICH>*>(ck.value().get())->SetVnis(field("vxlan_vni"), field("geneve_vni"));
+        static_cast<VniConnKey<WHICH>*>(ck.value().get())
+            ->SetVnis(field("vxlan_vni"), field("geneve_vni"), field("geneve_option"));
         return ck;
     }
 };

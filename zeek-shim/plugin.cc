@@ -2,6 +2,8 @@
 // forwards every call to the Rust engine through zeek_udp_source.h. No logic
 // lives here that Rust can hold; this file only translates.
 
+#include <zeek/Func.h>
+#include <zeek/ZeekString.h>
 #include <zeek/ID.h>
 #include <zeek/Reporter.h>
 #include <zeek/RunState.h>
@@ -45,6 +47,11 @@ uint64_t count_knob(const char* name, uint64_t fallback) {
 bool bool_knob(const char* name, bool fallback) {
     auto v = knob(name);
     return v && v->GetType()->Tag() == zeek::TYPE_BOOL ? v->AsBool() : fallback;
+}
+
+std::string string_knob(const char* name) {
+    auto v = knob(name);
+    return v && v->GetType()->Tag() == zeek::TYPE_STRING ? v->AsString()->CheckString() : "";
 }
 
 double interval_knob(const char* name, double fallback) {
@@ -105,6 +112,12 @@ bool UDPSource::Matches(int dlt, const pcap_pkthdr* hdr, const u_char* data) {
     return pcap_offline_filter(it->second->GetProgram(), hdr, data);
 }
 
+void UDPSource::DoneWithPacket() {
+    zus_done(src);
+    // Its buffer is the receiver's again: nothing may read it through Current().
+    current = zus_packet{};
+}
+
 zus_config UDPSource::Config() const {
     zus_config c;
     zus_config_default(&c);
@@ -126,6 +139,14 @@ void UDPSource::Open() {
         return;
     }
     zus_config config = Config();
+    if ( auto spec = string_knob("geneve_key_option"); ! spec.empty() ) {
+        config.geneve_key_option = zus_parse_geneve_option_id(spec.c_str());
+        if ( ! config.geneve_key_option ) {
+            Error(zeek::util::fmt("PacketSource::UDP::geneve_key_option '%s' is not <class>:<type>, e.g. 0x0103:0x80",
+                                  spec.c_str()));
+            return;
+        }
+    }
     char err[1024] = "";
     src = zus_open(path.c_str(), &config, err, sizeof(err));
     if ( ! src ) {
@@ -291,8 +312,41 @@ void UDPSource::Statistics(Stats* stats) {
     stats->filtered = filtered;
 }
 
+// PacketSource::UDP::current_geneve_options(): the GENEVE options of the
+// packet being analysed (empty outside packet processing).
+zeek::ValPtr current_geneve_options(zeek::detail::Frame*, const zeek::Args*) {
+    static auto option_type = zeek::id::find_type<zeek::RecordType>("PacketSource::UDP::GeneveOption");
+    static auto list_type = zeek::id::find_type<zeek::VectorType>("PacketSource::UDP::GeneveOptions");
+    auto out = zeek::make_intrusive<zeek::VectorVal>(list_type);
+    auto* src = dynamic_cast<UDPSource*>(zeek::run_state::detail::current_packet_source());
+    if ( ! src )
+        return out;
+    const zus_packet& p = src->Current();
+    uint16_t opt_class = 0;
+    uint8_t opt_type = 0;
+    const uint8_t* data = nullptr;
+    uint32_t len = 0;
+    for ( uint32_t i = 0;
+          zus_geneve_option(p.geneve_options, p.geneve_options_len, i, &opt_class, &opt_type, &data, &len); ++i ) {
+        auto rec = zeek::make_intrusive<zeek::RecordVal>(option_type);
+        rec->Assign(0, zeek::val_mgr->Count(opt_class));
+        rec->Assign(1, zeek::val_mgr->Count(opt_type));
+        rec->Assign(2, zeek::make_intrusive<zeek::StringVal>(len, reinterpret_cast<const char*>(data)));
+        out->Append(std::move(rec));
+    }
+    return out;
+}
+
 class Plugin : public zeek::plugin::Plugin {
 protected:
+    // Scripts are parsed by now: bind the function our __load__.zeek
+    // declared (unless another plugin declared and bound it).
+    void InitPostScript() override {
+        const auto& id = zeek::id::find("PacketSource::UDP::current_geneve_options");
+        if ( id && ! id->HasVal() && zeek::id::find("PacketSource::UDP::GeneveOption") )
+            new zeek::detail::BuiltinFunc(current_geneve_options, "PacketSource::UDP::current_geneve_options", false);
+    }
+
     zeek::plugin::Configuration Configure() override {
         // "udp" as the C++ plugin had it; "udptunnel" stays ours on Zeek 9.0+,
         // whose built-in UDP source takes "udp" first.

@@ -30,7 +30,7 @@ protected:
     void Open() override;
     void Close() override;
     bool ExtractNextPacket(zeek::Packet* pkt) override;
-    void DoneWithPacket() override { zus_done(src); }
+    void DoneWithPacket() override;
     bool PrecompileFilter(int index, const std::string& filter) override;
     bool SetFilter(int index) override;
     void Statistics(Stats* stats) override;

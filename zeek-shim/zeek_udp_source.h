@@ -17,7 +17,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct or a signature changes. */
-#define ZUS_ABI_VERSION 2
+#define ZUS_ABI_VERSION 3
 
 /* Room for every reject reason; zus_reject_count() says how many are used. */
 #define ZUS_MAX_REJECTS 16
@@ -36,7 +36,7 @@ typedef struct zus_config {
     uint32_t io_uring_cq_entries;
     uint32_t io_uring_buffers;
     uint32_t io_uring_buffer_shift;
-    uint32_t reserved;
+    uint32_t geneve_key_option;     /* 0, or from zus_parse_geneve_option_id() */
     uint64_t recv_buffer_size;      /* bytes; 0 keeps the kernel's default */
     uint64_t recvmmsg_batch;
     uint64_t recvmmsg_buffer_size;
@@ -47,6 +47,7 @@ enum zus_packet_flags {
     ZUS_HAS_VXLAN_VNI = 1,
     ZUS_HAS_GENEVE_VNI = 2,
     ZUS_TRUNCATED = 4,
+    ZUS_HAS_GENEVE_OPTION_VALUE = 8,
 };
 
 /* One decapsulated packet, valid until zus_done() or the next zus_next(). */
@@ -62,6 +63,8 @@ typedef struct zus_packet {
     uint32_t geneve_vni;            /* valid with ZUS_HAS_GENEVE_VNI */
     uint32_t geneve_options_len;
     uint32_t flags;                 /* enum zus_packet_flags */
+    uint64_t geneve_option_value;   /* with ZUS_HAS_GENEVE_OPTION_VALUE: the
+                                       configured option's first <= 8 bytes */
 } zus_packet;
 
 /* Cumulative counters; they never decrease. */
@@ -123,6 +126,15 @@ int32_t zus_wait_fd(const zus_source* source);
 /* Fills *stats (reads the kernel's drop counter afresh). */
 void zus_stats_get(zus_source* source, zus_stats* stats);
 
+/* Parses "<class>:<type>" (decimal or 0x-hex) into the value for
+ * zus_config.geneve_key_option; returns 0 if it does not parse. */
+uint32_t zus_parse_geneve_option_id(const char* spec);
+
+/* The index-th option TLV of a packet's GENEVE options area; returns 0
+ * past the last one. */
+int32_t zus_geneve_option(const uint8_t* area, uint32_t area_len, uint32_t index, uint16_t* opt_class,
+                          uint8_t* opt_type, const uint8_t** data, uint32_t* data_len);
+
 /* Number of reject reasons, and the stable name of one (NULL if out of range). */
 uint32_t zus_reject_count(void);
 const char* zus_reject_name(uint32_t reason);
@@ -151,7 +163,8 @@ int32_t zus_path_dlt(const zus_source* source);
 ZUS_STATIC_ASSERT(sizeof(zus_config) == 56, "zus_config layout");
 ZUS_STATIC_ASSERT(offsetof(zus_config, batch_wait_ns) == 48, "zus_config layout");
 ZUS_STATIC_ASSERT(offsetof(zus_config, recv_buffer_size) == 24, "zus_config layout");
-ZUS_STATIC_ASSERT(sizeof(zus_packet) == 56, "zus_packet layout");
+ZUS_STATIC_ASSERT(sizeof(zus_packet) == 64, "zus_packet layout");
+ZUS_STATIC_ASSERT(offsetof(zus_packet, geneve_option_value) == 56, "zus_packet layout");
 ZUS_STATIC_ASSERT(offsetof(zus_packet, ts_sec) == 16, "zus_packet layout");
 ZUS_STATIC_ASSERT(offsetof(zus_packet, caplen) == 28, "zus_packet layout");
 ZUS_STATIC_ASSERT(offsetof(zus_packet, flags) == 52, "zus_packet layout");

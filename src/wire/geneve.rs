@@ -117,6 +117,20 @@ impl GeneveOption<'_> {
     }
 }
 
+/// Parses an option id `<class>:<type>` (decimal or 0x-hex), as in
+/// `geneve_key_option` and `udpsrc --geneve-option`.
+pub fn parse_option_id(spec: &str) -> Option<(u16, u8)> {
+    let num = |s: &str| match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => s.parse::<u32>().ok(),
+    };
+    let (class, kind) = spec.split_once(':')?;
+    Some((
+        u16::try_from(num(class)?).ok()?,
+        u8::try_from(num(kind)?).ok()?,
+    ))
+}
+
 /// Iterator over option TLVs. It stops at the first option whose length runs
 /// past the options area; [`GeneveOptions::malformed`] tells whether it did.
 #[derive(Clone, Copy, Debug)]
@@ -142,6 +156,18 @@ impl<'a> GeneveOptions<'a> {
     /// The first option with this class and type.
     pub fn find_option(mut self, class: u16, kind: u8) -> Option<GeneveOption<'a>> {
         self.find(|o| o.class == class && o.kind == kind)
+    }
+
+    /// The first up to 8 data bytes of that option, big-endian, as a number:
+    /// a network's identity where a sender puts it in an option (GCP NSI).
+    pub fn option_value(self, class: u16, kind: u8) -> Option<u64> {
+        let opt = self.find_option(class, kind)?;
+        Some(
+            opt.data
+                .iter()
+                .take(8)
+                .fold(0u64, |v, b| v << 8 | u64::from(*b)),
+        )
     }
 }
 

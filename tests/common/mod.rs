@@ -84,6 +84,7 @@ pub struct Got {
     pub geneve_vni: Option<u32>,
     pub geneve_options: Vec<(u16, u8, Vec<u8>)>,
     pub peer: Option<SocketAddr>,
+    pub geneve_option_value: Option<u64>,
 }
 
 /// Reads packets until `want` datagrams were received (delivered or
@@ -106,6 +107,7 @@ pub fn collect(src: &mut Source, want: u64, timeout: Duration) -> Vec<Got> {
                         .map(|o| (o.class, o.kind, o.data.to_vec()))
                         .collect(),
                     peer: p.peer,
+                    geneve_option_value: p.geneve_option_value,
                 });
                 src.done();
             }
