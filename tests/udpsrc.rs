@@ -432,3 +432,51 @@ fn listen_output_is_readable_by_tcpdump() {
     assert_eq!(text.lines().count(), frames.len());
     assert!(text.contains("10.0.0.1.40001 > 10.0.0.2.80"), "{text}");
 }
+
+#[test]
+fn sigint_stops_listen_with_the_file_complete() {
+    let dir = common::tmpdir("sigint");
+    let frames = ethernet_frames();
+    let trace = dir.join("eth.pcap");
+    common::write_pcap(&trace, DataLink::ETHERNET, &frames);
+    let port = common::unique_port();
+    let out = dir.join("int.pcapng");
+    // No -c: only the signal stops it.
+    let child = Command::new(BIN)
+        .args(["listen", &format!("127.0.0.1:{port}"), "-w"])
+        .arg(&out)
+        .args(["--quiet", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UdpSocket::bind(("127.0.0.1", port)).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        replay(&[
+            trace.to_str().unwrap(),
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "-q"
+        ])
+        .status
+        .success()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "exit after SIGINT: {:?}",
+        done.status
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(stats["delivered"], frames.len());
+    assert_eq!(
+        read_pcapng(&out).len(),
+        frames.len(),
+        "every packet in the file"
+    );
+}
