@@ -116,7 +116,7 @@ impl Zeek {
     }
 
     /// `zeek -i <path>` with extra scripts, waiting until its socket is bound.
-    fn live(&self, dir: &Path, path: &str, port: u16, v6: bool, scripts: &[&str]) -> Child {
+    fn live(&self, dir: &Path, path: &str, port: u16, v6: bool, scripts: &[&str]) -> Live {
         let child = self
             .command(dir)
             .args(["-C", "-i", path, "LogAscii::use_json=T"])
@@ -132,12 +132,26 @@ impl Zeek {
         }
         // The socket is bound a little before Zeek's loop runs.
         std::thread::sleep(Duration::from_millis(500));
-        child
+        Live(Some(child))
+    }
+}
+
+/// A running Zeek that is killed if the test ends before `stop`, so a
+/// failing test leaves no Zeek behind.
+struct Live(Option<Child>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 /// Sends SIGTERM and collects the output.
-fn stop(child: Child) -> Output {
+fn stop(mut live: Live) -> Output {
+    let child = live.0.take().expect("running");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait_with_output().unwrap()
 }

@@ -300,6 +300,10 @@ impl Senders {
 
     fn bind(&self, port: u16) -> io::Result<UdpSocket> {
         let sock = Socket::new(Domain::for_address(self.to), Type::DGRAM, None)?;
+        // Send-only sockets: another replay running at the same time may use
+        // the same source ports without either failing.
+        sock.set_reuse_address(true)?;
+        sock.set_reuse_port(true)?;
         // A large send buffer keeps sendmmsg from stalling at full speed.
         let _ = sock.set_send_buffer_size(4 << 20);
         let local: SocketAddr = if self.to.is_ipv6() {
