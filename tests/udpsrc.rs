@@ -108,6 +108,42 @@ fn read_pcapng(path: &Path) -> Vec<(u32, Vec<u8>, String)> {
     out
 }
 
+/// Listens on a fresh port with `options` (writing `out`, stopping after
+/// `count` packets), replays `trace` into it with `replay_args`, checks both
+/// succeeded, and returns replay's stdout and what listen wrote.
+fn through_listen(
+    trace: &Path,
+    options: &str,
+    out: &Path,
+    count: usize,
+    listen_args: &[&str],
+    replay_args: &[&str],
+) -> (String, Vec<(u32, Vec<u8>, String)>) {
+    let port = common::unique_port();
+    let sep = if options.is_empty() { "" } else { ":" };
+    let child = listen(
+        port,
+        &format!("udp::127.0.0.1:{port}{sep}{options}"),
+        out,
+        count,
+        listen_args,
+    );
+    let to = format!("127.0.0.1:{port}");
+    let mut args = vec![trace.to_str().unwrap(), "--to", &to, "-q"];
+    args.extend_from_slice(replay_args);
+    let r = replay(&args);
+    assert!(
+        r.status.success(),
+        "replay {replay_args:?}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    finish(child);
+    (
+        String::from_utf8_lossy(&r.stdout).into_owned(),
+        read_pcapng(out),
+    )
+}
+
 #[test]
 fn replay_into_listen_round_trips_every_encapsulation() {
     let dir = common::tmpdir("roundtrip");
@@ -130,38 +166,21 @@ fn replay_into_listen_round_trips_every_encapsulation() {
         ("skip=8", vec![], ""),
     ] {
         for receiver in ["recvmmsg", "io_uring"] {
-            let port = common::unique_port();
             let out = dir.join(format!("{}-{receiver}.pcapng", encap.replace('+', "_")));
-            let child = listen(
-                port,
-                &format!("udp::127.0.0.1:{port}:{encap}"),
+            let mut args = vec!["--encap", encap];
+            args.extend(vni_args.iter().copied());
+            let (stdout, got) = through_listen(
+                &trace,
+                encap,
                 &out,
                 frames.len(),
                 &["--receiver", receiver],
+                &args,
             );
-            let mut args = vec![
-                trace.to_str().unwrap(),
-                "--to",
-                &format!("127.0.0.1:{port}"),
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect::<Vec<_>>();
-            args.extend(["--encap".into(), encap.into(), "--quiet".into()]);
-            args.extend(vni_args.iter().map(|s| s.to_string()));
-            let r = replay(&args.iter().map(String::as_str).collect::<Vec<_>>());
-            assert!(
-                r.status.success(),
-                "{encap}: {}",
-                String::from_utf8_lossy(&r.stderr)
-            );
-            let stdout = String::from_utf8_lossy(&r.stdout);
             assert!(
                 stdout.starts_with(&format!("sent {} packets", frames.len())),
                 "{stdout}"
             );
-            finish(child);
-            let got = read_pcapng(&out);
             assert_eq!(got.len(), frames.len(), "{encap} {receiver}: packet count");
             for ((link, data, comment), want) in got.iter().zip(&frames) {
                 assert_eq!(*link, 1, "{encap}: Ethernet interface");
@@ -182,26 +201,15 @@ fn raw_ip_trace_in_geneve_comes_out_as_raw_ip() {
     let packets: Vec<Vec<u8>> = (0..10).map(|i| common::ipv6_packet(i, 100)).collect();
     let trace = dir.join("raw.pcap");
     common::write_pcap(&trace, DataLink::RAW, &packets);
-    let port = common::unique_port();
     let out = dir.join("raw.pcapng");
-    let child = listen(
-        port,
-        &format!("127.0.0.1:{port}:geneve"),
+    let (_, got) = through_listen(
+        &trace,
+        "geneve",
         &out,
         packets.len(),
         &[],
+        &["--encap", "geneve"],
     );
-    let r = replay(&[
-        trace.to_str().unwrap(),
-        "--to",
-        &format!("127.0.0.1:{port}"),
-        "--encap",
-        "geneve",
-        "-q",
-    ]);
-    assert!(r.status.success());
-    finish(child);
-    let got = read_pcapng(&out);
     assert_eq!(got.len(), packets.len());
     for ((link, data, _), want) in got.iter().zip(&packets) {
         assert_eq!(*link, 101, "LINKTYPE_RAW from the GENEVE protocol type");
@@ -224,25 +232,8 @@ fn passthrough_of_captured_tunnels_gives_the_inner_frames() {
     ] {
         let trace = dir_traces.join(file);
         let sent = common::outer_udp_payloads(&trace);
-        let port = common::unique_port();
         let out = dir.join(format!("{file}.pcapng"));
-        let child = listen(
-            port,
-            &format!("127.0.0.1:{port}:{encap}"),
-            &out,
-            sent.len(),
-            &[],
-        );
-        let r = replay(&[
-            trace.to_str().unwrap(),
-            "--to",
-            &format!("127.0.0.1:{port}"),
-            "--passthrough",
-            "-q",
-        ]);
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-        finish(child);
-        let got = read_pcapng(&out);
+        let (_, got) = through_listen(&trace, encap, &out, sent.len(), &[], &["--passthrough"]);
         assert_eq!(got.len(), sent.len(), "{file}");
         for ((_, data, _), d) in got.iter().zip(&sent) {
             assert_eq!(&data[..], &d[header..], "{file}");
@@ -256,26 +247,11 @@ fn both_directions_of_a_flow_share_one_outer_source_port() {
     let frames = ethernet_frames();
     let trace = dir.join("eth.pcap");
     common::write_pcap(&trace, DataLink::ETHERNET, &frames);
-    let port = common::unique_port();
     let out = dir.join("sym.pcapng");
-    let child = listen(
-        port,
-        &format!("127.0.0.1:{port}:vxlan"),
-        &out,
-        frames.len(),
-        &[],
-    );
-    let r = replay(&[
-        trace.to_str().unwrap(),
-        "--to",
-        &format!("127.0.0.1:{port}"),
-        "-q",
-    ]);
-    assert!(r.status.success());
-    finish(child);
+    let (_, got) = through_listen(&trace, "vxlan", &out, frames.len(), &[], &[]);
     // Group by direction-free 5-tuple, found with etherparse.
     let mut ports: HashMap<Vec<u8>, HashSet<String>> = HashMap::new();
-    for (_, data, comment) in read_pcapng(&out) {
+    for (_, data, comment) in got {
         let s = etherparse::SlicedPacket::from_ethernet(&data).unwrap();
         let Some(etherparse::NetSlice::Ipv4(ip)) = s.net else {
             panic!("ipv4")
@@ -306,25 +282,16 @@ fn both_directions_of_a_flow_share_one_outer_source_port() {
     }
     let fixed = common::unique_port();
     let out2 = dir.join("fixed.pcapng");
-    let port2 = common::unique_port();
-    let child = listen(
-        port2,
-        &format!("127.0.0.1:{port2}:vxlan"),
+    let fixed_arg = fixed.to_string();
+    let (_, got) = through_listen(
+        &trace,
+        "vxlan",
         &out2,
         frames.len(),
         &[],
+        &["--sport-fixed", &fixed_arg],
     );
-    let r = replay(&[
-        trace.to_str().unwrap(),
-        "--to",
-        &format!("127.0.0.1:{port2}"),
-        "--sport-fixed",
-        &fixed.to_string(),
-        "-q",
-    ]);
-    assert!(r.status.success());
-    finish(child);
-    let peers: HashSet<String> = read_pcapng(&out2)
+    let peers: HashSet<String> = got
         .into_iter()
         .map(|(_, _, c)| c.split_whitespace().next().unwrap().to_string())
         .collect();
@@ -404,20 +371,8 @@ fn listen_output_is_readable_by_tcpdump() {
     let frames = ethernet_frames();
     let trace = dir.join("eth.pcap");
     common::write_pcap(&trace, DataLink::ETHERNET, &frames);
-    let port = common::unique_port();
     let out = dir.join("t.pcapng");
-    let child = listen(port, &format!("127.0.0.1:{port}"), &out, frames.len(), &[]);
-    assert!(
-        replay(&[
-            trace.to_str().unwrap(),
-            "--to",
-            &format!("127.0.0.1:{port}"),
-            "-q"
-        ])
-        .status
-        .success()
-    );
-    finish(child);
+    through_listen(&trace, "", &out, frames.len(), &[], &[]);
     let td = Command::new("tcpdump")
         .args(["-nn", "-r"])
         .arg(&out)
