@@ -58,10 +58,11 @@ export {
 # declared the knobs above may not have this one.
 @ifndef ( PacketSource::UDP::batch_wait )
 export {
-	## After a receive that found only a few datagrams, wait this long
-	## before the next one, so that they gather and Zeek takes them in one
-	## batch instead of waking for each. Bounds the latency it adds; 0sec
-	## turns it off. With no traffic Zeek sleeps on the socket as before.
+	## After a receive that emptied the socket, hold the next one off until
+	## this long after it, so that datagrams gather and Zeek takes them in
+	## one batch instead of waking for each (a full batch is followed at
+	## once). Bounds the latency it adds; 0sec turns it off. With no
+	## traffic Zeek sleeps on the socket as before.
 	const batch_wait: interval = 200usec &redef;
 }
 @endif

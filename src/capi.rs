@@ -179,6 +179,8 @@ fn config_from(c: &ZusConfig) -> Config {
             c.geneve_key_option as u16,
             (c.geneve_key_option >> 16) as u8,
         )),
+        // Zeek never sees the sender; `allow=` paths still ask for it.
+        peer_addresses: false,
         ..Config::default()
     };
     config.uring.sq_entries = c.io_uring_sq_entries;

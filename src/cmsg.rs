@@ -1,5 +1,10 @@
 //! Ancillary data of received datagrams: the kernel's receive timestamp
-//! (SO_TIMESTAMPNS) and its socket drop counter (SO_RXQ_OVFL).
+//! (SO_TIMESTAMPNS).
+//!
+//! The socket's drop counter is not asked for here (SO_RXQ_OVFL): a control
+//! message per datagram costs the receive path more than one SO_MEMINFO read
+//! whenever statistics are wanted, and SO_MEMINFO also sees the drops after
+//! the last datagram.
 //!
 //! Parsed from a byte slice rather than through a `msghdr`, so the same
 //! code serves recvmmsg's control buffers and io_uring's provided buffers.
@@ -27,11 +32,9 @@ impl Timestamp {
 pub struct Ancillary {
     /// When the kernel received the datagram.
     pub timestamp: Option<Timestamp>,
-    /// The socket's cumulative drop counter when the datagram was queued.
-    pub drops: Option<u32>,
 }
 
-/// Room for both messages we ask for, with alignment slack.
+/// Room for the timestamp message, with slack for one unexpected message.
 pub const CONTROL_LEN: usize = 64;
 
 const HDR_LEN: usize = size_of::<libc::cmsghdr>();
@@ -59,7 +62,6 @@ pub fn parse(control: &[u8]) -> Ancillary {
             match hdr.cmsg_type {
                 libc::SCM_TIMESTAMPNS => out.timestamp = timespec(data),
                 libc::SCM_TIMESTAMP => out.timestamp = timeval(data),
-                libc::SO_RXQ_OVFL => out.drops = u32_at(data),
                 _ => {}
             }
         }
@@ -90,9 +92,4 @@ fn timeval(data: &[u8]) -> Option<Timestamp> {
         sec: tv.tv_sec,
         nsec: (tv.tv_usec.clamp(0, 999_999) * 1000) as u32,
     })
-}
-
-fn u32_at(data: &[u8]) -> Option<u32> {
-    let bytes: [u8; 4] = data.get(..4)?.try_into().ok()?;
-    Some(u32::from_ne_bytes(bytes))
 }

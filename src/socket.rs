@@ -62,7 +62,6 @@ impl Listener {
         }
         let fd = socket.as_raw_fd();
         setsockopt_int(fd, libc::SO_TIMESTAMPNS, 1).map_err(fail("SO_TIMESTAMPNS"))?;
-        setsockopt_int(fd, libc::SO_RXQ_OVFL, 1).map_err(fail("SO_RXQ_OVFL"))?;
         let granted = size_recv_buffer(&socket, recv_buffer).map_err(fail("SO_RCVBUF"))?;
         socket
             .bind(&SockAddr::from(addr))
@@ -148,8 +147,8 @@ fn setsockopt_int(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result
 }
 
 /// The socket's cumulative drop counter (`sk_drops`) right now, read with
-/// SO_MEMINFO. Unlike SO_RXQ_OVFL it also sees drops after the last datagram
-/// that was received.
+/// SO_MEMINFO. Unlike a per-datagram SO_RXQ_OVFL it sees drops after the
+/// last datagram that was received.
 pub fn kernel_drops(fd: RawFd) -> Option<u32> {
     let mut info = [0u32; SK_MEMINFO_VARS];
     let mut len = size_of::<[u32; SK_MEMINFO_VARS]>() as libc::socklen_t;

@@ -31,13 +31,16 @@ pub struct Config {
     pub recvmmsg_buffer_size: usize,
     /// io_uring settings.
     pub uring: UringConfig,
-    /// After a receive that found only a few datagrams, wait this long
-    /// before the next one, so datagrams gather and arrive in one batch
+    /// After a receive that emptied the socket, hold the next one off until
+    /// this long after it, so datagrams gather and arrive in one batch
     /// (zero: never wait). Bounds the latency it adds.
     pub batch_wait: Duration,
     /// A GENEVE option (class, type) whose value identifies the network,
     /// for senders that leave the VNI 0 (GCP NSI); see [`Packet::geneve_option_value`].
     pub geneve_key_option: Option<(u16, u8)>,
+    /// Ask the kernel for each datagram's sender ([`Packet::peer`]). Costs
+    /// a copy per datagram; paths with `allow=` get it regardless.
+    pub peer_addresses: bool,
 }
 
 impl Default for Config {
@@ -50,13 +53,10 @@ impl Default for Config {
             uring: UringConfig::default(),
             batch_wait: Duration::ZERO,
             geneve_key_option: None,
+            peer_addresses: true,
         }
     }
 }
-
-/// A receive that found fewer datagrams than this counts as "small": the
-/// next one waits for [`Config::batch_wait`].
-const SMALL_BATCH: u64 = 32;
 
 /// How the caller should wait for this source next.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -87,7 +87,8 @@ pub struct Packet<'a> {
     pub geneve_vni: Option<u32>,
     /// The raw GENEVE options area (empty if none).
     pub geneve_options: &'a [u8],
-    /// Who sent the tunnel datagram.
+    /// Who sent the tunnel datagram (`None` unless [`Config::peer_addresses`]
+    /// or the path's `allow=` asked for it).
     pub peer: Option<SocketAddr>,
     /// The value of [`Config::geneve_key_option`] in this packet, if both are there.
     pub geneve_option_value: Option<u64>,
@@ -141,8 +142,6 @@ pub struct Source {
     last_timestamp: Timestamp,
     batch_wait: Duration,
     geneve_key_option: Option<(u16, u8)>,
-    /// Datagrams received since the kernel last had none.
-    since_empty: u64,
     /// While set, receives are held off until then (gathering).
     gather_until: Option<Instant>,
 }
@@ -167,17 +166,22 @@ impl Source {
                 })?;
         }
         let fd = listener.socket.as_raw_fd();
+        let peers = config.peer_addresses || !path.allow.is_empty();
         let rx: Box<dyn Receiver> = match config.receiver {
             ReceiverKind::Recvmmsg => Box::new(
-                MmsgReceiver::new(fd, config.recvmmsg_batch, config.recvmmsg_buffer_size).map_err(
-                    |source| Error::Socket {
-                        addr: path.addr,
-                        call: "mmap of the receive buffers",
-                        source,
-                    },
-                )?,
+                MmsgReceiver::new(
+                    fd,
+                    config.recvmmsg_batch,
+                    config.recvmmsg_buffer_size,
+                    peers,
+                )
+                .map_err(|source| Error::Socket {
+                    addr: path.addr,
+                    call: "mmap of the receive buffers",
+                    source,
+                })?,
             ),
-            ReceiverKind::IoUring => Box::new(UringReceiver::new(fd, &config.uring)?),
+            ReceiverKind::IoUring => Box::new(UringReceiver::new(fd, &config.uring, peers)?),
         };
         Ok(Source {
             rx,
@@ -189,35 +193,28 @@ impl Source {
             last_timestamp: Timestamp::default(),
             batch_wait: config.batch_wait,
             geneve_key_option: config.geneve_key_option,
-            since_empty: 0,
             gather_until: None,
         })
     }
 
     fn step(&mut self) -> io::Result<Step> {
-        if let Some(until) = self.gather_until {
-            if Instant::now() < until {
-                return Ok(Step::Empty);
-            }
-            self.gather_until = None;
+        let receiving = !self.rx.has_pending();
+        if receiving && self.gathering() {
+            return Ok(Step::Empty);
         }
         let meta = match self.rx.next() {
             Ok(Some(meta)) => meta,
-            Ok(None) => {
-                self.found_empty();
-                return Ok(Step::Empty);
-            }
+            // Nothing came: traffic has stopped, the caller sleeps on the fd.
+            Ok(None) => return Ok(Step::Empty),
             Err(e) => {
                 self.stats.receive_errors += 1;
                 return Err(e);
             }
         };
-        if let Some(raw) = meta.ancillary.drops {
-            self.drops.observe(raw);
+        if receiving {
+            self.after_receive();
         }
-        self.since_empty += 1;
         self.stats.count_datagram(meta.wire_len, meta.truncated());
-        self.stats.kernel_drops = self.drops.total();
         match self
             .check_sender(&meta)
             .and_then(|()| self.decap.decap(self.rx.current()))
@@ -245,12 +242,25 @@ impl Source {
         }
     }
 
-    /// The kernel had nothing more. After a small batch, hold off the next
-    /// receive for `batch_wait` so the next batch is fuller; after an empty
-    /// one, traffic has stopped and the caller may sleep on the fd.
-    fn found_empty(&mut self) {
-        let n = std::mem::take(&mut self.since_empty);
-        if !self.batch_wait.is_zero() && n > 0 && n < SMALL_BATCH {
+    /// A hold-off is running; clears it once it is over.
+    fn gathering(&mut self) -> bool {
+        match self.gather_until {
+            Some(until) if Instant::now() < until => true,
+            _ => {
+                self.gather_until = None;
+                false
+            }
+        }
+    }
+
+    /// A receive that emptied the kernel's queue holds off the next one
+    /// until `batch_wait` after it, so datagrams gather into one fuller
+    /// batch, as af_packet's block timeout does; meanwhile the caller works
+    /// through this batch. A full batch means more is waiting: no hold-off.
+    /// Starting the window here, not when the batch runs out, also saves
+    /// the receive that would only have found the queue empty.
+    fn after_receive(&mut self) {
+        if !self.batch_wait.is_zero() && self.rx.drained() {
             self.gather_until = Some(Instant::now() + self.batch_wait);
         }
     }
@@ -327,8 +337,8 @@ impl Source {
         self.rx.release();
     }
 
-    /// Counters as they stand, without a syscall (kernel drops as last seen
-    /// in a datagram's control data).
+    /// Counters as they stand, without a syscall (kernel drops as of the
+    /// last [`Source::stats`]).
     pub fn counters(&self) -> &Stats {
         &self.stats
     }

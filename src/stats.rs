@@ -46,11 +46,10 @@ impl Stats {
 }
 
 /// Widens the kernel's 32-bit socket drop counter (`sk_drops`, seen through
-/// SO_RXQ_OVFL and SO_MEMINFO) into a 64-bit count that never decreases.
+/// SO_MEMINFO) into a 64-bit count that never decreases.
 ///
-/// Observations may arrive out of order: a queued datagram carries the
-/// counter as it was when it was queued, older than one read just now. A
-/// value "behind" the last one is ignored instead of being taken for a wrap.
+/// A reading "behind" the last one (by less than half the range) is ignored
+/// instead of being taken for a wrap, so a stale reading never adds 4 G.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DropCounter {
     last: u32,

@@ -10,7 +10,7 @@ use common::*;
 use zeek_udp_source::allow::Cidr;
 use zeek_udp_source::encap::Encoder;
 use zeek_udp_source::path::parse;
-use zeek_udp_source::{Encap, LinkType, Reject};
+use zeek_udp_source::{Config, Encap, LinkType, Reject, Source};
 
 #[test]
 fn prefixes_match_as_expected() {
@@ -87,7 +87,15 @@ fn senders_off_the_list_are_rejected_and_counted() {
             ("[::1]", "allow=[::1]", true),
             ("[::1]", "allow=127.0.0.1", false),
         ] {
-            let mut src = open(kind, listen, &format!("vxlan:{allow}"));
+            // As in Zeek, which asks for no sender addresses: allow= gets
+            // them anyway.
+            let mut path = parse(&format!("{listen}:1:vxlan:{allow}")).unwrap();
+            path.addr.set_port(0);
+            let cfg = Config {
+                peer_addresses: false,
+                ..config(kind)
+            };
+            let mut src = Source::open_path(path, &cfg).unwrap();
             let _tx = send_all(src.local_addr().unwrap(), &[datagram(), datagram()]);
             let got = collect(&mut src, 2, Duration::from_secs(5));
             let what = format!("{kind:?} {listen} {allow}");
@@ -100,6 +108,29 @@ fn senders_off_the_list_are_rejected_and_counted() {
                 assert_eq!(s.rejected_for(Reject::SourceNotAllowed), 2, "{what}");
             }
             assert_accounted(&mut src);
+        }
+    }
+}
+
+#[test]
+fn sender_addresses_only_when_asked_for() {
+    for kind in receivers() {
+        for asked in [true, false] {
+            let mut path = parse("127.0.0.1:1:vxlan").unwrap();
+            path.addr.set_port(0);
+            let cfg = Config {
+                peer_addresses: asked,
+                ..config(kind)
+            };
+            let mut src = Source::open_path(path, &cfg).unwrap();
+            let _tx = send_all(src.local_addr().unwrap(), &[datagram()]);
+            wait_readable(src.wait_fd(), 1000);
+            let packet = src.next_packet().unwrap().expect("a packet");
+            let peer = packet.peer;
+            assert_eq!(peer.is_some(), asked, "{kind:?}: {peer:?}");
+            if let Some(peer) = peer {
+                assert!(peer.ip().is_loopback(), "{kind:?}: {peer}");
+            }
         }
     }
 }

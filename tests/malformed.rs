@@ -234,11 +234,13 @@ fn control_data_with_hostile_lengths_is_ignored() {
     assert_eq!(zeek_udp_source::cmsg::parse(&control), Default::default());
     control[..8].copy_from_slice(&(u64::MAX - 7).to_ne_bytes());
     assert_eq!(zeek_udp_source::cmsg::parse(&control), Default::default());
-    // A well-formed SO_RXQ_OVFL message still parses after a short one.
-    let mut ok = vec![0u8; 24];
-    ok[..8].copy_from_slice(&20u64.to_ne_bytes());
+    // A well-formed SCM_TIMESTAMPNS message still parses.
+    let mut ok = vec![0u8; 32];
+    ok[..8].copy_from_slice(&32u64.to_ne_bytes());
     ok[8..12].copy_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
-    ok[12..16].copy_from_slice(&libc::SO_RXQ_OVFL.to_ne_bytes());
-    ok[16..20].copy_from_slice(&7u32.to_ne_bytes());
-    assert_eq!(zeek_udp_source::cmsg::parse(&ok).drops, Some(7));
+    ok[12..16].copy_from_slice(&libc::SCM_TIMESTAMPNS.to_ne_bytes());
+    ok[16..24].copy_from_slice(&7i64.to_ne_bytes());
+    ok[24..32].copy_from_slice(&9i64.to_ne_bytes());
+    let ts = zeek_udp_source::cmsg::parse(&ok).timestamp.expect("parsed");
+    assert_eq!((ts.sec, ts.nsec), (7, 9));
 }

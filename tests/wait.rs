@@ -1,6 +1,7 @@
-//! The bounded wait after a small batch: datagrams gather while receives
-//! are held off, the hold-off never outlasts `batch_wait`, and an empty
-//! window sends the caller back to sleeping on the fd.
+//! The bounded wait after a receive that emptied the socket: datagrams
+//! gather while receives are held off, the hold-off never outlasts
+//! `batch_wait`, a full batch is never held off, and an empty window sends
+//! the caller back to sleeping on the fd.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use zeek_udp_source::encap::Encoder;
-use zeek_udp_source::{Config, Encap, LinkType, Source, Wait};
+use zeek_udp_source::{Config, Encap, LinkType, ReceiverKind, Source, Wait};
 
 fn datagram(seq: u32) -> Vec<u8> {
     let mut d = Vec::new();
@@ -42,7 +43,7 @@ fn small_batches_gather_then_idle_sleeps_on_the_fd() {
         wait_readable(src.wait_fd(), 1000);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(drain(&mut src), 2, "{kind:?}");
-        // A small batch: the next receive is held off for at most `wait`.
+        // The socket is empty: the next receive is held off for at most `wait`.
         let Wait::For(d) = src.wait() else {
             panic!("{kind:?}: expected a hold-off, got {:?}", src.wait())
         };
@@ -64,6 +65,39 @@ fn small_batches_gather_then_idle_sleeps_on_the_fd() {
         std::thread::sleep(wait + Duration::from_millis(5));
         assert_eq!(drain(&mut src), 0);
         assert_eq!(src.wait(), Wait::OnFd, "{kind:?}: idle sleeps on the fd");
+        assert_accounted(&mut src);
+    }
+}
+
+#[test]
+fn a_full_batch_is_not_held_off() {
+    for kind in receivers() {
+        let mut path = zeek_udp_source::path::parse("127.0.0.1:1").unwrap();
+        path.addr.set_port(0);
+        let mut cfg = Config {
+            batch_wait: Duration::from_secs(5),
+            recvmmsg_batch: 4,
+            ..config(kind)
+        };
+        cfg.uring.cq_entries = 4;
+        let mut src = Source::open_path(path, &cfg).unwrap();
+        let to = src.local_addr().unwrap();
+        let batch: Vec<_> = (0..10).map(datagram).collect();
+        let _tx = send_all(to, &batch);
+        wait_readable(src.wait_fd(), 1000);
+        std::thread::sleep(Duration::from_millis(20));
+        // Receives of 4 (full: more is waiting) follow each other at once;
+        // only the one that empties the socket starts a hold-off.
+        assert_eq!(drain(&mut src), 10, "{kind:?}: all without waiting");
+        // recvmmsg's last receive of 2 emptied the socket. (A 4-entry CQ
+        // ends io_uring's multishot receive, which counts as "maybe more".)
+        if kind == ReceiverKind::Recvmmsg {
+            assert!(
+                matches!(src.wait(), Wait::For(_)),
+                "then a hold-off, got {:?}",
+                src.wait()
+            );
+        }
         assert_accounted(&mut src);
     }
 }

@@ -281,7 +281,7 @@ double UDPSource::GetNextTimeout() {
     // A batch in user space makes no fd readable: ask to be called now.
     if ( wait == ZUS_WAIT_NOW )
         return 0.0;
-    // While datagrams gather after a small batch, a readable fd must not
+    // While datagrams gather after a receive, a readable fd must not
     // wake Zeek early: take it out of the poll set until the wait is over.
     bool want_fd = use_fd && wait == ZUS_WAIT_FD;
     if ( want_fd != fd_registered ) {

@@ -40,7 +40,7 @@ typedef struct zus_config {
     uint64_t recv_buffer_size;      /* bytes; 0 keeps the kernel's default */
     uint64_t recvmmsg_batch;
     uint64_t recvmmsg_buffer_size;
-    uint64_t batch_wait_ns;         /* hold-off after a small batch; 0: none */
+    uint64_t batch_wait_ns;         /* receives at most this often unless a batch is full; 0: no hold-off */
 } zus_config;
 
 enum zus_packet_flags {

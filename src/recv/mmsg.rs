@@ -19,6 +19,8 @@ pub struct MmsgReceiver {
     buffers: Buffers,
     control: Box<[u64]>,
     names: Box<[libc::sockaddr_storage]>,
+    /// Room offered for each sender's address; 0 when not asked for.
+    name_room: libc::socklen_t,
     /// Never read: kept alive because `headers` point into it.
     _iovecs: Box<[libc::iovec]>,
     headers: Box<[libc::mmsghdr]>,
@@ -35,8 +37,9 @@ pub struct MmsgReceiver {
 unsafe impl Send for MmsgReceiver {}
 
 impl MmsgReceiver {
-    /// `batch` datagrams of at most `buffer_size` bytes each per syscall.
-    pub fn new(fd: RawFd, batch: usize, buffer_size: usize) -> io::Result<Self> {
+    /// `batch` datagrams of at most `buffer_size` bytes each per syscall;
+    /// with `peers`, each datagram's sender too.
+    pub fn new(fd: RawFd, batch: usize, buffer_size: usize, peers: bool) -> io::Result<Self> {
         let batch = batch.max(1);
         let buffer_size = buffer_size.max(1);
         // Each slot is HEADROOM bytes, then the datagram's buffer.
@@ -56,7 +59,9 @@ impl MmsgReceiver {
             .map(|i| {
                 // SAFETY: mmsghdr is plain data; all-zero is a valid value.
                 let mut h: libc::mmsghdr = unsafe { zeroed() };
-                h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+                if peers {
+                    h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+                }
                 h.msg_hdr.msg_iov = &mut iovecs[i];
                 h.msg_hdr.msg_iovlen = 1;
                 h.msg_hdr.msg_control = control[i * CONTROL_WORDS..].as_mut_ptr().cast();
@@ -69,6 +74,11 @@ impl MmsgReceiver {
             buffers,
             control,
             names,
+            name_room: if peers {
+                size_of::<libc::sockaddr_storage>() as libc::socklen_t
+            } else {
+                0
+            },
             _iovecs: iovecs,
             headers,
             filled: 0,
@@ -82,7 +92,7 @@ impl MmsgReceiver {
     /// The kernel overwrites name and control lengths; restore them.
     fn reset_headers(&mut self, count: usize) {
         for h in &mut self.headers[..count] {
-            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_namelen = self.name_room;
             h.msg_hdr.msg_controllen = CONTROL_LEN;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
@@ -135,7 +145,7 @@ impl MmsgReceiver {
                 control_len,
             )
         };
-        let name_len = (h.msg_namelen as usize).min(size_of::<libc::sockaddr_storage>());
+        let name_len = h.msg_namelen.min(self.name_room) as usize;
         // SAFETY: sockaddr_storage is plain data of at least name_len bytes.
         let name: &[u8] = unsafe {
             std::slice::from_raw_parts(
@@ -192,6 +202,10 @@ impl Receiver for MmsgReceiver {
 
     fn has_pending(&self) -> bool {
         self.next < self.filled
+    }
+
+    fn drained(&self) -> bool {
+        self.filled < self.headers.len()
     }
 
     fn kind(&self) -> ReceiverKind {

@@ -92,6 +92,11 @@ pub trait Receiver: Send {
     /// Datagrams are already waiting in user space: `next` needs no syscall.
     fn has_pending(&self) -> bool;
 
+    /// The last receive left the kernel's queue empty: it brought fewer
+    /// datagrams than it had room for. A hint, not a promise (more may have
+    /// arrived since); it decides whether the next receive may wait.
+    fn drained(&self) -> bool;
+
     /// Which implementation this is.
     fn kind(&self) -> ReceiverKind;
 }

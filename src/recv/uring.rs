@@ -171,6 +171,10 @@ pub struct UringReceiver {
     batch: Vec<(i32, u32)>,
     /// Next index into `batch`.
     batch_next: usize,
+    /// When `batch` was taken, the kernel already had more: deferred work
+    /// (a receive re-queued after its inline retries, or a new datagram)
+    /// or overflowed completions.
+    more_waiting: bool,
     /// Recycled buffers not yet made visible to the kernel.
     unpublished: bool,
     /// Times the kernel found the buffer ring empty (it then waits in the
@@ -184,7 +188,8 @@ unsafe impl Send for UringReceiver {}
 
 impl UringReceiver {
     /// Sets up the ring, the buffer ring and the eventfd for `fd`.
-    pub fn new(fd: RawFd, config: &UringConfig) -> Result<Self, Error> {
+    /// With `peers`, each buffer also receives the datagram's sender.
+    pub fn new(fd: RawFd, config: &UringConfig, peers: bool) -> Result<Self, Error> {
         config.check()?;
         let fail = |call| move |source| Error::IoUring { call, source };
         let (ring, deferred) = build_ring(config).map_err(fail("io_uring_setup"))?;
@@ -210,7 +215,9 @@ impl UringReceiver {
             .map_err(fail("IORING_REGISTER_EVENTFD"))?;
         // SAFETY: msghdr is plain data; only the two lengths matter here.
         let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { zeroed() });
-        msghdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if peers {
+            msghdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        }
         msghdr.msg_controllen = CONTROL_LEN;
         Ok(UringReceiver {
             ring,
@@ -226,6 +233,7 @@ impl UringReceiver {
             current: None,
             batch: Vec::with_capacity(config.cq_entries as usize),
             batch_next: 0,
+            more_waiting: false,
             unpublished: false,
             ring_exhausted: 0,
         })
@@ -273,6 +281,8 @@ impl UringReceiver {
         self.batch_next = 0;
         self.batch
             .extend(self.ring.completion().map(|c| (c.result(), c.flags())));
+        let sq = self.ring.submission();
+        self.more_waiting = sq.taskrun() || sq.cq_overflow();
         !self.batch.is_empty()
     }
 
@@ -428,8 +438,9 @@ impl Receiver for UringReceiver {
 
     fn current_with_headroom(&mut self) -> (&mut [u8], usize) {
         match self.current {
-            // Before the payload lie the recvmsg header, the address and the
-            // control data, all parsed already: at least 16 + 128 + 64 bytes.
+            // Before the payload lie the recvmsg header, the address (if
+            // asked for) and the control data, all parsed already: at least
+            // 16 + 64 bytes.
             Some(l) => {
                 let base = usize::from(l.bid) * self.buffer_size;
                 (&mut self.buffers[base..l.start + l.len], l.start - base)
@@ -450,6 +461,16 @@ impl Receiver for UringReceiver {
 
     fn has_pending(&self) -> bool {
         self.batch_next < self.batch.len()
+    }
+
+    fn drained(&self) -> bool {
+        // The kernel runs a multishot receive for a bounded number of
+        // datagrams per pass, so a short batch alone proves nothing: ask
+        // whether work was left. A receive that ended (ENOBUFS, a full CQ)
+        // leaves datagrams in the socket until the re-arm.
+        !self.more_waiting
+            && self.batch.len() < self.ring.params().cq_entries() as usize
+            && self.batch.iter().all(|&(_, flags)| cqueue::more(flags))
     }
 
     fn kind(&self) -> ReceiverKind {
