@@ -14,7 +14,10 @@
 #   - idle CPU of `zeek -b -i udp::...` over --idle seconds with no traffic;
 #   - for each rate (0 = as fast as udpsrc sends): packets sent, what Zeek's
 #     own statistics say it received and dropped, CPU seconds per million
-#     packets of the Zeek process, and its peak RSS;
+#     packets of the Zeek process, how often Zeek's main thread slept and
+#     woke (voluntary context switches per second), and its peak RSS;
+#   - once, what one sleep and wake-up costs a process on this machine, to
+#     read the wakes against (on a VM it can be tens of microseconds).
 #   - the highest rate with zero loss (sent = received, from Zeek's stats).
 # Needs zeek-config on PATH (or ZEEK_CONFIG) and `cargo build --release` done
 # with it. Rates are in packets per second of the replayed trace.
@@ -81,6 +84,7 @@ loops=$(( (packets + 999) / 1000 ))
 sent=$(( loops * 1000 ))
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+wakes() { awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$1/status"; }
 peak_rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
 STATS_SCRIPT='event zeek_done() { local s = get_net_stats(); print fmt("STATS %d %d %d", s$pkts_recvd, s$pkts_dropped, s$pkts_link); }'
@@ -227,7 +231,19 @@ start_afpacket() {
     launch "$work" "" "" "af_packet::$vxdev" ""
 }
 
-printf '%-9s %-9s %10s %10s %10s %9s %12s %9s\n' receiver rate sent received dropped "loss%" "cpu_s/Mpkt" "rss_MiB"
+# What one sleep and wake-up costs the sleeper here: Zeek pays it per poll.
+python3 - <<'PY'
+import resource, time
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+n = 10000
+c0 = cpu()
+for _ in range(n):
+    time.sleep(0.0002)
+print(f"# one 200 usec sleep and wake-up costs {(cpu() - c0) / n * 1e6:.1f} usec of CPU on this machine")
+PY
+printf '%-9s %-9s %10s %10s %10s %9s %12s %9s %9s\n' receiver rate sent received dropped "loss%" "cpu_s/Mpkt" "wakes/s" "rss_MiB"
 receivers="recvmmsg io_uring af_packet"
 if [ "$(id -u)" != 0 ] || ss -uln | grep -q ':4789 '; then
     echo "# af_packet: SKIPPED (needs root to create a vxlan device, and UDP port 4789 free)"
@@ -254,18 +270,23 @@ for receiver in $receivers; do
             port=$(( 20000 + RANDOM % 20000 ))
             start_zeek "$receiver" "$port"
         fi
-        c0=$(cpu_ticks "$zpid")
+        c0=$(cpu_ticks "$zpid"); w0=$(wakes "$zpid"); t0=$(date +%s.%N)
         pace=(); [ "$rate" != 0 ] && pace=(--pps "$rate")
-        "$udpsrc" replay "$trace" --to "127.0.0.1:$port" --encap vxlan --vni 42 --loop "$loops" --sport-fixed $((port + 1)) --quiet --json "${pace[@]}" >"$work/replay.out"
+        "$udpsrc" replay "$trace" --to "127.0.0.1:$port" --encap vxlan --vni 42 --loop "$loops" \
+            --sport-fixed $((port + 1)) --quiet --json "${pace[@]}" >"$work/replay.out"
         achieved=$(sed -n 's/.*"pps":\([0-9]*\).*/\1/p' "$work/replay.out")
         sleep 1
-        c1=$(cpu_ticks "$zpid"); rss=$(peak_rss "$zpid")
+        c1=$(cpu_ticks "$zpid"); w1=$(wakes "$zpid"); t1=$(date +%s.%N)
+        rss=$(peak_rss "$zpid")
         stop_zeek
         [ "$receiver" = af_packet ] && ip link del "$vxdev"
         read -r _ recvd dropped link < <(grep '^STATS' "$work/zeek.out" || echo "STATS 0 0 0")
         label=$rate; [ "$rate" = 0 ] && label="max:$achieved"
-        awk -v r="$receiver" -v l="$label" -v s="$sent" -v rc="$recvd" -v d="$dropped" -v t=$((c1 - c0)) -v hz="$hz" -v rss="$rss" 'BEGIN {
-            printf "%-9s %-9s %10d %10d %10d %9.3f %12.3f %9.1f\n", r, l, s, rc, d, 100 * (s - rc) / s, (t / hz) / (rc > 0 ? rc : 1) * 1e6, rss / 1024 }'
+        awk -v r="$receiver" -v l="$label" -v s="$sent" -v rc="$recvd" -v d="$dropped" -v t=$((c1 - c0)) \
+            -v w=$((w1 - w0)) -v t0="$t0" -v t1="$t1" -v hz="$hz" -v rss="$rss" 'BEGIN {
+            n = rc > 0 ? rc : 1
+            printf "%-9s %-9s %10d %10d %10d %9.3f %12.3f %9.0f %9.1f\n", r, l, s, rc, d, 100 * (s - rc) / s,
+                (t / hz) / n * 1e6, w / (t1 - t0), rss / 1024 }'
         [ "$recvd" = "$sent" ] && best=$label
     done
     echo "# $receiver highest loss-free rate: $best"
