@@ -4,6 +4,7 @@
 #   benches/zeek.sh [--rates "50000 100000 200000 0"] [--packets N] [--idle S]
 #   benches/zeek.sh --soak N       # endurance, N datagrams per receiver
 #   benches/zeek.sh --scaling      # 1, 2 and 4 Zeek processes on one port
+#   benches/zeek.sh --veth [...]   # the rates table over a veth pair (root)
 #
 # As root, the rates table also has `af_packet` rows: Zeek sniffing a kernel
 # vxlan device (the kernel decapsulates) under the same load, for
@@ -22,6 +23,11 @@
 # Needs zeek-config on PATH (or ZEEK_CONFIG) and `cargo build --release` done
 # with it. Rates are in packets per second of the replayed trace.
 # BATCH_WAIT=<interval> sets PacketSource::UDP::batch_wait (default 200usec).
+# --veth (root): the sender sits in a network namespace behind a veth pair
+# with GRO and threaded NAPI, so the receiving side runs the kernel's NAPI
+# and GRO path as behind a NIC (loopback runs neither), and the table gains
+# a `udp_gro` row (recvmmsg with PacketSource::UDP::udp_gro = T). The trace
+# is the best case for GRO: equal-size datagrams from one outer 4-tuple.
 # CPP_PLUGIN_DIR=<dir> adds `cpp` rows: the C++ plugin
 # zeek/zeek-packet-source-udp (recvmmsg), built by you beforehand into <dir>,
 # under the same load, for comparison. This script never builds it.
@@ -32,6 +38,7 @@ packets=400000
 idle=10
 mode=rates
 soak=10000000
+veth=
 while [ $# -gt 0 ]; do
     case "$1" in
         --rates) rates=$2; shift 2 ;;
@@ -39,7 +46,8 @@ while [ $# -gt 0 ]; do
         --idle) idle=$2; shift 2 ;;
         --soak) mode=soak; soak=$2; shift 2 ;;
         --scaling) mode=scaling; shift ;;
-        *) echo "usage: $0 [--rates \"R1 R2 ...\"] [--packets N] [--idle S] | --soak N | --scaling" >&2; exit 2 ;;
+        --veth) veth=1; shift ;;
+        *) echo "usage: $0 [--rates \"R1 R2 ...\"] [--packets N] [--idle S] [--veth] | --soak N | --scaling" >&2; exit 2 ;;
     esac
 done
 
@@ -59,7 +67,28 @@ fi
 
 work=$(mktemp -d)
 vxdev=zus-bench-vx0
-trap 'ip link del "$vxdev" 2>/dev/null; rm -rf "$work"' EXIT
+netns=zus-bench
+trap 'ip link del "$vxdev" 2>/dev/null; [ -n "$veth" ] && ip netns del "$netns" 2>/dev/null; rm -rf "$work"' EXIT
+# Where Zeek listens, the device af_packet's vxlan device sits on, and how
+# the sender is started.
+dst=127.0.0.1 lowdev=lo sender=()
+if [ -n "$veth" ]; then
+    if [ "$(id -u)" != 0 ] || ! command -v ethtool >/dev/null; then
+        echo "SKIPPED: --veth needs root and ethtool" >&2
+        exit 0
+    fi
+    ip netns del "$netns" 2>/dev/null || true
+    ip netns add "$netns"
+    ip link add zus-bench-v0 type veth peer name zus-bench-v1
+    ip link set zus-bench-v1 netns "$netns"
+    ip addr add 10.213.99.1/24 dev zus-bench-v0
+    ip link set zus-bench-v0 up
+    ip netns exec "$netns" ip addr add 10.213.99.2/24 dev zus-bench-v1
+    ip netns exec "$netns" ip link set zus-bench-v1 up
+    ethtool -K zus-bench-v0 gro on rx-udp-gro-forwarding on >/dev/null
+    echo 1 >/sys/class/net/zus-bench-v0/threaded
+    dst=10.213.99.1 lowdev=zus-bench-v0 sender=(ip netns exec "$netns")
+fi
 hz=$(getconf CLK_TCK)
 
 # A trace of small TCP segments (the HTTP session's inner frames), looped.
@@ -109,12 +138,15 @@ launch() {
     sleep 1
 }
 
-# start_zeek <receiver> <port>: Zeek with this plugin.
+# start_zeek <receiver> <port>: Zeek with this plugin (receiver udp_gro:
+# recvmmsg with UDP GRO).
 start_zeek() {
-    local impl=RECVMMSG
+    local impl=RECVMMSG gro=F
     [ "$1" = io_uring ] && impl=IO_URING
-    launch "$work" "$plugin" UDPTunnel::PacketSource "udp::127.0.0.1:$2:vxlan" "$2" \
+    [ "$1" = udp_gro ] && gro=T
+    launch "$work" "$plugin" UDPTunnel::PacketSource "udp::$dst:$2:vxlan" "$2" \
         "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;
+         redef PacketSource::UDP::udp_gro = $gro;
          redef PacketSource::UDP::batch_wait = ${BATCH_WAIT:-200usec};"
 }
 
@@ -217,13 +249,13 @@ esac
 
 # start_cpp <port>: Zeek with the C++ plugin instead of ours.
 start_cpp() {
-    launch "$work" "$CPP_PLUGIN_DIR" Zeek::PacketSourceUDP "udp::127.0.0.1:$1:vxlan" "$1"
+    launch "$work" "$CPP_PLUGIN_DIR" Zeek::PacketSourceUDP "udp::$dst:$1:vxlan" "$1"
 }
 
 # start_afpacket: a vxlan device (VNI 42, port 4789 on loopback) and Zeek
 # sniffing it with af_packet; sets zpid and port.
 start_afpacket() {
-    ip link add "$vxdev" type vxlan id 42 dstport 4789 local 127.0.0.1 dev lo
+    ip link add "$vxdev" type vxlan id 42 dstport 4789 local "$dst" dev "$lowdev"
     # No IPv6 on it: its own neighbour discovery would add packets.
     sysctl -qw "net.ipv6.conf.$vxdev.disable_ipv6=1" || true
     ip link set "$vxdev" up
@@ -249,6 +281,7 @@ if [ "$(id -u)" != 0 ] || ss -uln | grep -q ':4789 '; then
     echo "# af_packet: SKIPPED (needs root to create a vxlan device, and UDP port 4789 free)"
     receivers="recvmmsg io_uring"
 fi
+[ -n "$veth" ] && receivers="recvmmsg udp_gro io_uring af_packet"
 [ -n "${CPP_PLUGIN_DIR:-}" ] && receivers="$receivers cpp"
 for receiver in $receivers; do
     if [ "$receiver" != af_packet ] && [ "$receiver" != cpp ]; then
@@ -272,7 +305,7 @@ for receiver in $receivers; do
         fi
         c0=$(cpu_ticks "$zpid"); w0=$(wakes "$zpid"); t0=$(date +%s.%N)
         pace=(); [ "$rate" != 0 ] && pace=(--pps "$rate")
-        "$udpsrc" replay "$trace" --to "127.0.0.1:$port" --encap vxlan --vni 42 --loop "$loops" \
+        "${sender[@]}" "$udpsrc" replay "$trace" --to "$dst:$port" --encap vxlan --vni 42 --loop "$loops" \
             --sport-fixed $((port + 1)) --quiet --json "${pace[@]}" >"$work/replay.out"
         achieved=$(sed -n 's/.*"pps":\([0-9]*\).*/\1/p' "$work/replay.out")
         sleep 1

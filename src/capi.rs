@@ -11,7 +11,7 @@ use crate::reject::Reject;
 use crate::source::{Config, Event, Source, Wait};
 
 /// Bumped whenever a struct or a signature changes (ZUS_ABI_VERSION).
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 /// Room for reject reasons in [`ZusStats`] (ZUS_MAX_REJECTS).
 pub const MAX_REJECTS: usize = 16;
 
@@ -31,6 +31,8 @@ pub struct ZusConfig {
     pub recvmmsg_batch: u64,
     pub recvmmsg_buffer_size: u64,
     pub batch_wait_ns: u64,
+    pub udp_gro: u32,
+    pub reserved: u32,
 }
 
 /// `zus_packet`.
@@ -68,7 +70,8 @@ pub struct ZusStats {
 
 // The same pins as the header's static assertions.
 const _: () = {
-    assert!(size_of::<ZusConfig>() == 56);
+    assert!(size_of::<ZusConfig>() == 64);
+    assert!(offset_of!(ZusConfig, udp_gro) == 56);
     assert!(offset_of!(ZusConfig, batch_wait_ns) == 48);
     assert!(offset_of!(ZusConfig, recv_buffer_size) == 24);
     assert!(size_of::<ZusPacket>() == 64);
@@ -95,6 +98,7 @@ pub fn rust_layout() -> Vec<u64> {
         v(offset_of!(ZusConfig, recvmmsg_batch)),
         v(offset_of!(ZusConfig, recvmmsg_buffer_size)),
         v(offset_of!(ZusConfig, batch_wait_ns)),
+        v(offset_of!(ZusConfig, udp_gro)),
         v(size_of::<ZusPacket>()),
         v(offset_of!(ZusPacket, data)),
         v(offset_of!(ZusPacket, geneve_options)),
@@ -181,6 +185,7 @@ fn config_from(c: &ZusConfig) -> Config {
         )),
         // Zeek never sees the sender; `allow=` paths still ask for it.
         peer_addresses: false,
+        udp_gro: c.udp_gro != 0,
         ..Config::default()
     };
     config.uring.sq_entries = c.io_uring_sq_entries;
@@ -207,6 +212,8 @@ fn config_to(c: &Config) -> ZusConfig {
         recvmmsg_batch: c.recvmmsg_batch as u64,
         recvmmsg_buffer_size: c.recvmmsg_buffer_size as u64,
         batch_wait_ns: c.batch_wait.as_nanos() as u64,
+        udp_gro: u32::from(c.udp_gro),
+        reserved: 0,
     }
 }
 

@@ -32,9 +32,12 @@ impl Timestamp {
 pub struct Ancillary {
     /// When the kernel received the datagram.
     pub timestamp: Option<Timestamp>,
+    /// UDP GRO: the buffer holds several datagrams, each this long but the
+    /// last, which may be shorter.
+    pub gro_size: Option<u16>,
 }
 
-/// Room for the timestamp message, with slack for one unexpected message.
+/// Room for the timestamp and GRO messages (32 + 24 bytes), with slack.
 pub const CONTROL_LEN: usize = 64;
 
 const HDR_LEN: usize = size_of::<libc::cmsghdr>();
@@ -64,6 +67,10 @@ pub fn parse(control: &[u8]) -> Ancillary {
                 libc::SCM_TIMESTAMP => out.timestamp = timeval(data),
                 _ => {}
             }
+        } else if hdr.cmsg_level == libc::SOL_UDP && hdr.cmsg_type == crate::socket::UDP_GRO {
+            out.gro_size = int_at(data)
+                .and_then(|v| u16::try_from(v).ok())
+                .filter(|&v| v > 0);
         }
         rest = rest.get(align(len)..).unwrap_or_default();
     }
@@ -92,4 +99,8 @@ fn timeval(data: &[u8]) -> Option<Timestamp> {
         sec: tv.tv_sec,
         nsec: (tv.tv_usec.clamp(0, 999_999) * 1000) as u32,
     })
+}
+
+fn int_at(data: &[u8]) -> Option<i32> {
+    Some(i32::from_ne_bytes(data.get(..4)?.try_into().ok()?))
 }

@@ -15,6 +15,7 @@ pub mod decap;
 pub mod encap;
 pub mod error;
 pub mod flow;
+pub mod gro;
 pub mod link;
 pub mod path;
 pub mod pcapng;

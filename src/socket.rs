@@ -10,6 +10,10 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::error::Error;
 
+/// UDP_GRO (linux/udp.h): socket option and control message; not in
+/// libc's glibc targets.
+pub const UDP_GRO: libc::c_int = 104;
+
 /// SO_MEMINFO and its array length (linux/sock_diag.h); not in every libc.
 const SO_MEMINFO: libc::c_int = 55;
 const SK_MEMINFO_VARS: usize = 9;
@@ -75,6 +79,13 @@ impl Listener {
         })
     }
 
+    /// Lets the kernel hand over a run of same-size datagrams from one
+    /// sender as one buffer (UDP GRO, Linux 5.0), their size in a control
+    /// message; [`crate::cmsg::Ancillary::gro_size`].
+    pub fn enable_gro(&self) -> io::Result<()> {
+        setsockopt_at(self.socket.as_raw_fd(), libc::SOL_UDP, UDP_GRO, 1)
+    }
+
     /// The address actually bound (port 0 resolves to the kernel's choice).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket
@@ -129,11 +140,20 @@ fn size_recv_buffer(socket: &Socket, bytes: usize) -> io::Result<usize> {
 }
 
 fn setsockopt_int(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    setsockopt_at(fd, libc::SOL_SOCKET, opt, value)
+}
+
+fn setsockopt_at(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: the option value points at a live c_int of the size passed.
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_SOCKET,
+            level,
             opt,
             (&value as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,

@@ -3,12 +3,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::cmsg::Timestamp;
 use crate::decap::{Decapsulator, Inner};
 use crate::error::Error;
+use crate::gro::{Segment, Segments};
 use crate::link::LinkType;
 use crate::path::{self, SourcePath};
 use crate::recv::uring::UringConfig;
@@ -41,7 +43,16 @@ pub struct Config {
     /// Ask the kernel for each datagram's sender ([`Packet::peer`]). Costs
     /// a copy per datagram; paths with `allow=` get it regardless.
     pub peer_addresses: bool,
+    /// UDP GRO: let the kernel hand over runs of same-size datagrams from
+    /// one sender in one buffer (recvmmsg only; buffers grow to 64 KiB and
+    /// a call takes at most [`GRO_BATCH`] of them).
+    pub udp_gro: bool,
 }
+
+/// recvmmsg buffers with UDP GRO: a coalesced run stays below 64 KiB.
+pub const GRO_BUFFER: usize = 65536;
+/// At most this many recvmmsg buffers with UDP GRO (8 MiB).
+pub const GRO_BATCH: usize = 128;
 
 impl Default for Config {
     fn default() -> Self {
@@ -54,6 +65,7 @@ impl Default for Config {
             batch_wait: Duration::ZERO,
             geneve_key_option: None,
             peer_addresses: true,
+            udp_gro: false,
         }
     }
 }
@@ -144,6 +156,11 @@ pub struct Source {
     geneve_key_option: Option<(u16, u8)>,
     /// While set, receives are held off until then (gathering).
     gather_until: Option<Instant>,
+    /// The rest of a coalesced (UDP GRO) receive, and what it said.
+    segments: Segments,
+    coalesced: Option<RecvMeta>,
+    /// The current datagram's bytes within the receiver's current buffer.
+    segment: Range<usize>,
 }
 
 impl Source {
@@ -167,18 +184,39 @@ impl Source {
         }
         let fd = listener.socket.as_raw_fd();
         let peers = config.peer_addresses || !path.allow.is_empty();
+        let (mut batch, mut buffer_size) = (config.recvmmsg_batch, config.recvmmsg_buffer_size);
+        if config.udp_gro {
+            if config.receiver != ReceiverKind::Recvmmsg {
+                return Err(Error::Config {
+                    name: "udp_gro",
+                    problem: "works with the recvmmsg receiver only: use it, or turn udp_gro off"
+                        .to_string(),
+                });
+            }
+            if path.workers.is_some() {
+                // The kernel picks the worker for the first datagram of a
+                // run; the rest follow it whatever their inner flow.
+                return Err(Error::Config {
+                    name: "udp_gro",
+                    problem: "cannot be combined with workers=: a coalesced run reaches one worker whatever its inner flows".to_string(),
+                });
+            }
+            listener.enable_gro().map_err(|source| Error::Socket {
+                addr: path.addr,
+                call: "UDP_GRO (udp_gro)",
+                source,
+            })?;
+            batch = batch.min(GRO_BATCH);
+            buffer_size = buffer_size.max(GRO_BUFFER);
+        }
         let rx: Box<dyn Receiver> = match config.receiver {
             ReceiverKind::Recvmmsg => Box::new(
-                MmsgReceiver::new(
-                    fd,
-                    config.recvmmsg_batch,
-                    config.recvmmsg_buffer_size,
-                    peers,
-                )
-                .map_err(|source| Error::Socket {
-                    addr: path.addr,
-                    call: "mmap of the receive buffers",
-                    source,
+                MmsgReceiver::new(fd, batch, buffer_size, peers).map_err(|source| {
+                    Error::Socket {
+                        addr: path.addr,
+                        call: "mmap of the receive buffers",
+                        source,
+                    }
                 })?,
             ),
             ReceiverKind::IoUring => Box::new(UringReceiver::new(fd, &config.uring, peers)?),
@@ -194,18 +232,53 @@ impl Source {
             batch_wait: config.batch_wait,
             geneve_key_option: config.geneve_key_option,
             gather_until: None,
+            segments: Segments::default(),
+            coalesced: None,
+            segment: 0..0,
         })
     }
 
     fn step(&mut self) -> io::Result<Step> {
+        let meta = match self.segments.next_segment() {
+            Some(segment) => self.enter(segment),
+            None => match self.receive()? {
+                Some(meta) => meta,
+                None => return Ok(Step::Empty),
+            },
+        };
+        self.stats.count_datagram(meta.wire_len, meta.truncated());
+        let datagram = self
+            .rx
+            .current()
+            .get(self.segment.clone())
+            .unwrap_or_default();
+        match self
+            .check_sender(&meta)
+            .and_then(|()| self.decap.decap(datagram))
+        {
+            Ok(inner) => {
+                self.stats.delivered += 1;
+                Ok(Step::Deliver(inner, meta))
+            }
+            Err(reason) => {
+                self.stats.count_reject(reason);
+                self.release();
+                Ok(Step::Reject(reason))
+            }
+        }
+    }
+
+    /// One receive: a datagram, or the first of a coalesced run. `None`
+    /// when nothing came (traffic has stopped: the caller sleeps on the fd)
+    /// or a hold-off is running.
+    fn receive(&mut self) -> io::Result<Option<RecvMeta>> {
         let receiving = !self.rx.has_pending();
         if receiving && self.gathering() {
-            return Ok(Step::Empty);
+            return Ok(None);
         }
         let meta = match self.rx.next() {
             Ok(Some(meta)) => meta,
-            // Nothing came: traffic has stopped, the caller sleeps on the fd.
-            Ok(None) => return Ok(Step::Empty),
+            Ok(None) => return Ok(None),
             Err(e) => {
                 self.stats.receive_errors += 1;
                 return Err(e);
@@ -214,20 +287,30 @@ impl Source {
         if receiving {
             self.after_receive();
         }
-        self.stats.count_datagram(meta.wire_len, meta.truncated());
-        match self
-            .check_sender(&meta)
-            .and_then(|()| self.decap.decap(self.rx.current()))
-        {
-            Ok(inner) => {
-                self.stats.delivered += 1;
-                Ok(Step::Deliver(inner, meta))
-            }
-            Err(reason) => {
-                self.stats.count_reject(reason);
-                self.rx.release();
-                Ok(Step::Reject(reason))
-            }
+        self.segment = 0..meta.captured;
+        let Some(size) = meta.ancillary.gro_size else {
+            return Ok(Some(meta));
+        };
+        self.segments = Segments::new(usize::from(size), meta.captured, meta.wire_len);
+        self.stats.coalesced += self.segments.count() as u64;
+        self.coalesced = Some(meta);
+        Ok(self.segments.next_segment().map(|s| self.enter(s)))
+    }
+
+    /// Makes a datagram of a coalesced receive the current one.
+    fn enter(&mut self, segment: Segment) -> RecvMeta {
+        self.segment = segment.range.clone();
+        RecvMeta {
+            captured: segment.range.len(),
+            wire_len: segment.wire_len,
+            ..self.coalesced.unwrap_or_default()
+        }
+    }
+
+    /// Gives the receive buffer back once no datagram of it is left.
+    fn release(&mut self) {
+        if !self.segments.pending() {
+            self.rx.release();
         }
     }
 
@@ -267,7 +350,7 @@ impl Source {
 
     /// How to wait before calling [`Source::next_packet`] again.
     pub fn wait(&self) -> Wait {
-        if self.rx.has_pending() {
+        if self.has_pending() {
             return Wait::Now;
         }
         match self.gather_until {
@@ -279,7 +362,12 @@ impl Source {
     fn packet(&mut self, inner: Inner, meta: RecvMeta) -> Packet<'_> {
         let timestamp = meta.ancillary.timestamp.unwrap_or(self.last_timestamp);
         self.last_timestamp = timestamp;
+        let segment = self.segment.clone();
         let (buf, at) = self.rx.current_with_headroom();
+        // Datagrams of a coalesced receive after the first have the ones
+        // before them (handed out already) as headroom.
+        let at = at + segment.start;
+        let buf = &mut buf[..at + segment.len()];
         let mut start = at + inner.offset;
         let mut wire_len = meta.wire_len - inner.offset;
         if let Some(ethertype) = inner.ethertype {
@@ -334,7 +422,7 @@ impl Source {
 
     /// The caller is done with the packet from `next`; its buffer is reused.
     pub fn done(&mut self) {
-        self.rx.release();
+        self.release();
     }
 
     /// Counters as they stand, without a syscall (kernel drops as of the
@@ -360,7 +448,7 @@ impl Source {
 
     /// Packets are waiting in user space; the next `next` makes no syscall.
     pub fn has_pending(&self) -> bool {
-        self.rx.has_pending()
+        self.rx.has_pending() || self.segments.pending()
     }
 
     /// The bound address (with the real port when the path said 0).

@@ -21,6 +21,8 @@ pub struct Stats {
     pub kernel_drops: u64,
     /// Receive calls or completions that failed (reported, never fatal).
     pub receive_errors: u64,
+    /// Datagrams that came in a receive with others (UDP GRO).
+    pub coalesced: u64,
 }
 
 impl Stats {

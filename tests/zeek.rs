@@ -268,8 +268,11 @@ struct Case {
     replay: &'static [&'static str],
     options: &'static str,
     v6: bool,
-    io_uring: bool,
+    /// Zeek script run with the case ("" for none).
+    redef: &'static str,
 }
+
+const IO_URING: &str = "redef PacketSource::UDP::implementation = PacketSource::UDP::IO_URING;";
 
 const CASES: &[Case] = &[
     Case {
@@ -278,7 +281,15 @@ const CASES: &[Case] = &[
         replay: &["--encap", "vxlan", "--vni", "5"],
         options: "",
         v6: false,
-        io_uring: false,
+        redef: "",
+    },
+    Case {
+        name: "vxlan-udp_gro",
+        raw_ip: false,
+        replay: &["--encap", "vxlan"],
+        options: ":vxlan",
+        v6: false,
+        redef: "redef PacketSource::UDP::udp_gro = T;",
     },
     Case {
         name: "vxlan-io_uring",
@@ -286,7 +297,7 @@ const CASES: &[Case] = &[
         replay: &["--encap", "vxlan"],
         options: ":vxlan",
         v6: false,
-        io_uring: true,
+        redef: IO_URING,
     },
     Case {
         name: "geneve-ethernet",
@@ -294,7 +305,7 @@ const CASES: &[Case] = &[
         replay: &["--encap", "geneve"],
         options: ":geneve",
         v6: false,
-        io_uring: false,
+        redef: "",
     },
     Case {
         name: "geneve-ip",
@@ -302,7 +313,7 @@ const CASES: &[Case] = &[
         replay: &["--encap", "geneve"],
         options: ":geneve",
         v6: false,
-        io_uring: true,
+        redef: IO_URING,
     },
     Case {
         name: "geneve+vxlan",
@@ -310,7 +321,7 @@ const CASES: &[Case] = &[
         replay: &["--encap", "geneve+vxlan"],
         options: ":geneve+vxlan",
         v6: false,
-        io_uring: false,
+        redef: "",
     },
     Case {
         name: "raw",
@@ -318,7 +329,7 @@ const CASES: &[Case] = &[
         replay: &["--encap", "raw"],
         options: ":raw:dlt=raw",
         v6: false,
-        io_uring: false,
+        redef: "",
     },
     Case {
         name: "skip",
@@ -326,7 +337,7 @@ const CASES: &[Case] = &[
         replay: &["--encap", "skip=8"],
         options: ":skip=8",
         v6: false,
-        io_uring: true,
+        redef: IO_URING,
     },
     Case {
         name: "ipv6-listener",
@@ -334,7 +345,7 @@ const CASES: &[Case] = &[
         replay: &["--encap", "vxlan"],
         options: ":vxlan",
         v6: true,
-        io_uring: false,
+        redef: "",
     },
 ];
 
@@ -366,11 +377,10 @@ fn live_logs_match_zeek_reading_the_inner_packets() {
         let port = common::unique_port();
         let host = if case.v6 { "[::1]" } else { "127.0.0.1" };
         let path = format!("udp::{host}:{port}{}", case.options);
-        let redef = "redef PacketSource::UDP::implementation = PacketSource::UDP::IO_URING;";
-        let scripts: Vec<&str> = if case.io_uring {
-            vec!["-e", redef]
-        } else {
+        let scripts: Vec<&str> = if case.redef.is_empty() {
             vec![]
+        } else {
+            vec!["-e", case.redef]
         };
         let child = z.live(&run, &path, port, case.v6, &scripts);
         replay(
@@ -525,6 +535,20 @@ fn a_bad_path_and_a_taken_port_stop_zeek_with_one_clear_line() {
         stderr.contains(&format!(
             "port {port} is in use by a socket without SO_REUSEPORT"
         )),
+        "{stderr}"
+    );
+    drop(holder);
+
+    let out = z
+        .command(&dir)
+        .args(["-i", &format!("udp::127.0.0.1:{port}"), "-e"])
+        .arg(format!("{IO_URING} redef PacketSource::UDP::udp_gro = T;"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("bad setting udp_gro: works with the recvmmsg receiver only"),
         "{stderr}"
     );
 }

@@ -11,7 +11,7 @@ static const uint64_t layout[] = {
     sizeof(zus_config), F(zus_config, receiver), F(zus_config, io_uring_sq_entries),
     F(zus_config, io_uring_cq_entries), F(zus_config, io_uring_buffers),
     F(zus_config, io_uring_buffer_shift), F(zus_config, geneve_key_option), F(zus_config, recv_buffer_size),
-    F(zus_config, recvmmsg_batch), F(zus_config, recvmmsg_buffer_size), F(zus_config, batch_wait_ns),
+    F(zus_config, recvmmsg_batch), F(zus_config, recvmmsg_buffer_size), F(zus_config, batch_wait_ns), F(zus_config, udp_gro),
 
     sizeof(zus_packet), F(zus_packet, data), F(zus_packet, geneve_options), F(zus_packet, ts_sec),
     F(zus_packet, ts_nsec), F(zus_packet, caplen), F(zus_packet, wire_len), F(zus_packet, dlt),

@@ -17,7 +17,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct or a signature changes. */
-#define ZUS_ABI_VERSION 3
+#define ZUS_ABI_VERSION 4
 
 /* Room for every reject reason; zus_reject_count() says how many are used. */
 #define ZUS_MAX_REJECTS 16
@@ -41,6 +41,8 @@ typedef struct zus_config {
     uint64_t recvmmsg_batch;
     uint64_t recvmmsg_buffer_size;
     uint64_t batch_wait_ns;         /* receives at most this often unless a batch is full; 0: no hold-off */
+    uint32_t udp_gro;               /* 1: UDP GRO (recvmmsg only) */
+    uint32_t reserved;              /* 0 */
 } zus_config;
 
 enum zus_packet_flags {
@@ -160,7 +162,8 @@ int32_t zus_path_dlt(const zus_source* source);
 #else
 #define ZUS_STATIC_ASSERT _Static_assert
 #endif
-ZUS_STATIC_ASSERT(sizeof(zus_config) == 56, "zus_config layout");
+ZUS_STATIC_ASSERT(sizeof(zus_config) == 64, "zus_config layout");
+ZUS_STATIC_ASSERT(offsetof(zus_config, udp_gro) == 56, "zus_config layout");
 ZUS_STATIC_ASSERT(offsetof(zus_config, batch_wait_ns) == 48, "zus_config layout");
 ZUS_STATIC_ASSERT(offsetof(zus_config, recv_buffer_size) == 24, "zus_config layout");
 ZUS_STATIC_ASSERT(sizeof(zus_packet) == 64, "zus_packet layout");

@@ -50,7 +50,7 @@ impl ReceiverKind {
 }
 
 /// One datagram as the receiver saw it; its bytes are [`Receiver::current`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct RecvMeta {
     /// Bytes received into the buffer.
     pub captured: usize,

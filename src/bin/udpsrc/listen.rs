@@ -31,6 +31,10 @@ pub struct Args {
     /// Socket receive buffer to ask for, in bytes (0: the kernel's default).
     #[arg(long, default_value_t = 16 << 20)]
     rcvbuf: usize,
+    /// UDP GRO: take runs of same-size datagrams from one sender in one
+    /// receive (recvmmsg only).
+    #[arg(long)]
+    gro: bool,
     /// No statistics once a second.
     #[arg(long, short)]
     quiet: bool,
@@ -64,6 +68,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let config = Config {
         receiver,
         recv_buffer_size: args.rcvbuf,
+        udp_gro: args.gro,
         ..Config::default()
     };
     let mut src = Source::open(&args.path, &config).map_err(|e| match e {
@@ -254,7 +259,7 @@ fn json(s: &Stats, src: &Source, elapsed: Duration) -> String {
         .collect();
     let rb = src.recv_buffer();
     format!(
-        "{{\"path\":\"{}\",\"receiver\":\"{}\",\"received\":{},\"bytes\":{},\"delivered\":{},\"rejected\":{},\"rejected_by_reason\":{{{}}},\"truncated\":{},\"kernel_drops\":{},\"receive_errors\":{},\"recv_buffer_requested\":{},\"recv_buffer_granted\":{},\"elapsed_s\":{:.6}}}",
+        "{{\"path\":\"{}\",\"receiver\":\"{}\",\"received\":{},\"bytes\":{},\"delivered\":{},\"rejected\":{},\"rejected_by_reason\":{{{}}},\"truncated\":{},\"kernel_drops\":{},\"receive_errors\":{},\"coalesced\":{},\"recv_buffer_requested\":{},\"recv_buffer_granted\":{},\"elapsed_s\":{:.6}}}",
         src.path(),
         src.receiver_kind().name(),
         s.received,
@@ -265,6 +270,7 @@ fn json(s: &Stats, src: &Source, elapsed: Duration) -> String {
         s.truncated,
         s.kernel_drops,
         s.receive_errors,
+        s.coalesced,
         rb.requested,
         rb.granted,
         elapsed.as_secs_f64()
