@@ -55,10 +55,14 @@ impl Listener {
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
             .map_err(fail("socket()"))?;
         socket.set_nonblocking(true).map_err(fail("O_NONBLOCK"))?;
-        socket
-            .set_reuse_address(true)
-            .map_err(fail("SO_REUSEADDR"))?;
-        socket.set_reuse_port(true).map_err(fail("SO_REUSEPORT"))?;
+        // SO_REUSEPORT lets workers of the same user share the port. Not
+        // SO_REUSEADDR: with it, any user's socket with SO_REUSEADDR could
+        // bind the port too and take the datagrams. And not for port 0:
+        // nobody can mean to share an ephemeral port, and the kernel may
+        // hand a sharing socket a port that another sharing socket holds.
+        if addr.port() != 0 {
+            socket.set_reuse_port(true).map_err(fail("SO_REUSEPORT"))?;
+        }
         if addr.is_ipv6() {
             // Explicit, so `[::]` does not depend on net.ipv6.bindv6only:
             // it takes IPv4 (as v4-mapped) and IPv6 alike.

@@ -205,14 +205,12 @@ fn what_cannot_be_parsed_goes_to_worker_0() {
 fn the_kernel_keeps_each_flow_on_one_socket_of_the_group() {
     for kind in receivers() {
         let workers = 4;
-        let mut path = zeek_udp_source::path::parse("127.0.0.1:1:vxlan:workers=4").unwrap();
-        path.addr.set_port(0);
-        let first = Source::open_path(path.clone(), &config(kind)).unwrap();
-        path.addr = first.local_addr().unwrap();
-        let mut sources = vec![first];
-        for _ in 1..workers {
-            sources.push(Source::open_path(path.clone(), &config(kind)).unwrap());
-        }
+        // An explicit port: an ephemeral one (0) is never shared.
+        let text = format!("127.0.0.1:{}:vxlan:workers=4", unique_port());
+        let path = zeek_udp_source::path::parse(&text).unwrap();
+        let mut sources: Vec<Source> = (0..workers)
+            .map(|_| Source::open_path(path.clone(), &config(kind)).unwrap())
+            .collect();
         // Each direction from its own sender: outer source ports differ.
         let (fwd, rev) = (
             UdpSocket::bind("127.0.0.1:0").unwrap(),

@@ -18,9 +18,11 @@ fn vxlan(seq: u32, len: usize) -> Vec<u8> {
 #[test]
 fn two_sockets_share_a_port_and_together_get_everything() {
     for kind in receivers() {
-        let mut a = open(kind, "127.0.0.1", "vxlan");
-        let port = a.local_addr().unwrap().port();
-        let mut b = Source::open(&format!("127.0.0.1:{port}:vxlan"), &config(kind)).unwrap();
+        // An explicit port: an ephemeral one (0) is never shared.
+        let port = unique_port();
+        let path = format!("127.0.0.1:{port}:vxlan");
+        let mut a = Source::open(&path, &config(kind)).unwrap();
+        let mut b = Source::open(&path, &config(kind)).unwrap();
         // Many sender sockets: the kernel balances on the outer 4-tuple.
         let per_sender = 10u32;
         let senders = 64u32;

@@ -84,6 +84,10 @@ impl UringConfig {
     }
 }
 
+/// io_uring_enter(2) flag: wait for / reap completions, running deferred work
+/// (linux/io_uring.h; the crate keeps its constant private).
+const IORING_ENTER_GETEVENTS: u32 = 1;
+
 /// The provided-buffer ring shared with the kernel.
 struct BufRing {
     base: *mut types::BufRingEntry,
@@ -275,6 +279,21 @@ impl UringReceiver {
         Ok(())
     }
 
+    /// Runs deferred work whatever the flags say. The kernel runs a bounded
+    /// number of work items per enter and keeps the rest on a retry list
+    /// that neither sets IORING_SQ_TASKRUN nor signals the eventfd: without
+    /// this, datagrams could wait there until the next one arrives.
+    fn run_deferred(&mut self) -> io::Result<()> {
+        // SAFETY: no submissions, no argument; GETEVENTS with min_complete
+        // 0 only runs pending work and returns.
+        unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(0, 0, IORING_ENTER_GETEVENTS, None)?;
+        }
+        Ok(())
+    }
+
     /// Moves every completion in the CQ into `batch` (one head update).
     fn refill(&mut self) -> bool {
         self.batch.clear();
@@ -305,7 +324,7 @@ impl UringReceiver {
         // About to report "nothing": clear the eventfd first, then look once
         // more, so work that raced with the clearing is not slept through.
         self.drain_eventfd();
-        self.reap()?;
+        self.run_deferred()?;
         if self.refill() {
             return self.pop();
         }
