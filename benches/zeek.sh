@@ -68,7 +68,13 @@ fi
 work=$(mktemp -d)
 vxdev=zus-bench-vx0
 netns=zus-bench
-trap 'ip link del "$vxdev" 2>/dev/null; [ -n "$veth" ] && ip netns del "$netns" 2>/dev/null; rm -rf "$work"' EXIT
+# Each step may fail (already gone) without skipping the rest (set -e).
+cleanup() {
+    ip link del "$vxdev" 2>/dev/null || true
+    if [ -n "$veth" ]; then ip netns del "$netns" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
 # Where Zeek listens, the device af_packet's vxlan device sits on, and how
 # the sender is started.
 dst=127.0.0.1 lowdev=lo sender=()
