@@ -158,7 +158,7 @@ pub struct Source {
     gather_until: Option<Instant>,
     /// The rest of a coalesced (UDP GRO) receive, and what it said.
     segments: Segments,
-    coalesced: Option<RecvMeta>,
+    coalesced: RecvMeta,
     /// The current datagram's bytes within the receiver's current buffer.
     segment: Range<usize>,
 }
@@ -233,7 +233,7 @@ impl Source {
             geneve_key_option: config.geneve_key_option,
             gather_until: None,
             segments: Segments::default(),
-            coalesced: None,
+            coalesced: RecvMeta::default(),
             segment: 0..0,
         })
     }
@@ -293,7 +293,7 @@ impl Source {
         };
         self.segments = Segments::new(usize::from(size), meta.captured, meta.wire_len);
         self.stats.coalesced += self.segments.count() as u64;
-        self.coalesced = Some(meta);
+        self.coalesced = meta;
         Ok(self.segments.next_segment().map(|s| self.enter(s)))
     }
 
@@ -303,7 +303,7 @@ impl Source {
         RecvMeta {
             captured: segment.range.len(),
             wire_len: segment.wire_len,
-            ..self.coalesced.unwrap_or_default()
+            ..self.coalesced
         }
     }
 

@@ -167,15 +167,20 @@ fn coalesced_runs_come_out_one_by_one_intact_and_counted() {
     }
 }
 
-#[test]
-fn gro_with_io_uring_or_workers_says_what_to_do() {
+/// Why opening `127.0.0.1:0:<options>` with UDP GRO and `kind` fails.
+fn gro_refusal(kind: ReceiverKind, options: &str) -> Error {
     let cfg = Config {
         udp_gro: true,
-        ..config(ReceiverKind::IoUring)
+        ..config(kind)
     };
-    let mut path = zeek_udp_source::path::parse("127.0.0.1:1:vxlan").unwrap();
+    let mut path = zeek_udp_source::path::parse(&format!("127.0.0.1:1:{options}")).unwrap();
     path.addr.set_port(0);
-    let err = Source::open_path(path, &cfg).err().expect("refused");
+    Source::open_path(path, &cfg).err().expect("refused")
+}
+
+#[test]
+fn gro_with_io_uring_or_workers_says_what_to_do() {
+    let err = gro_refusal(ReceiverKind::IoUring, "vxlan");
     assert!(
         matches!(
             err,
@@ -188,12 +193,6 @@ fn gro_with_io_uring_or_workers_says_what_to_do() {
     );
     assert!(err.to_string().contains("recvmmsg"), "{err}");
 
-    let cfg = Config {
-        udp_gro: true,
-        ..config(ReceiverKind::Recvmmsg)
-    };
-    let mut path = zeek_udp_source::path::parse("127.0.0.1:1:vxlan:workers=2").unwrap();
-    path.addr.set_port(0);
-    let err = Source::open_path(path, &cfg).err().expect("refused");
+    let err = gro_refusal(ReceiverKind::Recvmmsg, "vxlan:workers=2");
     assert!(err.to_string().contains("workers="), "{err}");
 }

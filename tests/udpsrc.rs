@@ -45,18 +45,19 @@ fn ethernet_frames() -> Vec<Vec<u8>> {
 
 /// Starts `udpsrc listen` and waits until its socket is bound.
 fn listen(port: u16, path: &str, out: &Path, count: usize, extra: &[&str]) -> Child {
+    let count = count.to_string();
+    let mut args = vec!["-c", &count, "--duration", "20", "--quiet", "--json"];
+    args.extend_from_slice(extra);
+    spawn_listen(port, path, out, &args)
+}
+
+/// Starts `udpsrc listen <path> -w <out> <args>` and waits until its
+/// socket holds `port`.
+fn spawn_listen(port: u16, path: &str, out: &Path, args: &[&str]) -> Child {
     let child = Command::new(BIN)
         .args(["listen", path, "-w"])
         .arg(out)
-        .args([
-            "-c",
-            &count.to_string(),
-            "--duration",
-            "20",
-            "--quiet",
-            "--json",
-        ])
-        .args(extra)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -397,18 +398,12 @@ fn sigint_stops_listen_with_the_file_complete() {
     let port = common::unique_port();
     let out = dir.join("int.pcapng");
     // No -c: only the signal stops it.
-    let child = Command::new(BIN)
-        .args(["listen", &format!("127.0.0.1:{port}"), "-w"])
-        .arg(&out)
-        .args(["--quiet", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while UdpSocket::bind(("127.0.0.1", port)).is_ok() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = spawn_listen(
+        port,
+        &format!("127.0.0.1:{port}"),
+        &out,
+        &["--quiet", "--json"],
+    );
     assert!(
         replay(&[
             trace.to_str().unwrap(),
