@@ -2,7 +2,7 @@
 //! analysis. Anyone who can reach the port could otherwise inject packets.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// An IPv4 or IPv6 prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +13,9 @@ pub struct Cidr {
 
 impl Cidr {
     /// Parses `10.0.0.0/8`, `fd00::/8`, or a bare address (one host).
+    /// An IPv4-mapped prefix (`::ffff:10.0.0.0/104`) becomes the IPv4
+    /// prefix it stands for (`10.0.0.0/8`): the receivers report senders
+    /// on a dual-stack socket as IPv4, so the mapped form would never match.
     pub fn parse(text: &str) -> Option<Cidr> {
         let (ip, len) = match text.split_once('/') {
             Some((ip, len)) => (ip, Some(len)),
@@ -25,10 +28,25 @@ impl Cidr {
             Some(_) => return None,
             None => max,
         };
-        (len <= max).then_some(Cidr { addr, len })
+        if len > max {
+            return None;
+        }
+        let mapped = match addr {
+            IpAddr::V6(v6) if len >= MAPPED_LEN => v6.to_ipv4_mapped(),
+            _ => None,
+        };
+        Some(match mapped {
+            Some(v4) => Cidr {
+                addr: IpAddr::V4(v4),
+                len: len - MAPPED_LEN,
+            },
+            None => Cidr { addr, len },
+        })
     }
 
-    /// Whether `ip` lies in the prefix (IPv4-mapped IPv6 counts as IPv4).
+    /// Whether `ip` lies in the prefix. An IPv4-mapped IPv6 sender counts
+    /// as IPv4, and an IPv4 sender lies in an IPv6 prefix that holds its
+    /// mapped form: `[::/0]` holds everyone.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -37,10 +55,38 @@ impl Cidr {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.len),
             (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.len),
-            _ => false,
+            (IpAddr::V6(net), IpAddr::V4(ip)) => {
+                prefix_eq(&net.octets(), &ip.to_ipv6_mapped().octets(), self.len)
+            }
+            (IpAddr::V4(_), IpAddr::V6(_)) => false,
         }
     }
+
+    /// Whether some IPv4 sender lies in the prefix.
+    pub fn holds_ipv4(&self) -> bool {
+        match self.addr {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(net) => {
+                self.len <= MAPPED_LEN
+                    && prefix_eq(
+                        &net.octets(),
+                        &Ipv4Addr::UNSPECIFIED.to_ipv6_mapped().octets(),
+                        self.len,
+                    )
+            }
+        }
+    }
+
+    /// Whether some IPv6 sender (not IPv4-mapped) lies in the prefix.
+    pub fn holds_ipv6(&self) -> bool {
+        // Mapped prefixes of /96 or longer became IPv4 in `parse`; any
+        // shorter IPv6 prefix holds unmapped addresses too.
+        self.addr.is_ipv6()
+    }
 }
+
+/// The length of the `::ffff:0:0/96` prefix of IPv4-mapped addresses.
+const MAPPED_LEN: u8 = 96;
 
 fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
     let full = usize::from(bits / 8);
@@ -71,7 +117,8 @@ pub fn parse_list(value: &str) -> Result<Vec<Cidr>, String> {
             .unwrap_or(item);
         let cidr = Cidr::parse(bare).ok_or_else(|| {
             format!(
-                "'{item}' is not an address or prefix: expected e.g. allow=10.0.0.0/8,[fd00::/8]"
+                "'{}' is not an address or prefix: expected e.g. allow=10.0.0.0/8,[fd00::/8]",
+                crate::path::shown(item)
             )
         })?;
         out.push(cidr);

@@ -86,7 +86,7 @@ pub struct SourcePath {
 /// A path that could not be parsed. The message names the offending token
 /// and says what was expected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid path '{path}': {problem}")]
+#[error("invalid path '{}': {problem}", shown(.path))]
 pub struct PathError {
     /// The whole path as given.
     pub path: String,
@@ -97,20 +97,61 @@ pub struct PathError {
 const ENCAPS: &str = "vxlan, geneve, geneve+vxlan, raw or skip=<N>";
 const EXAMPLE: &str = "e.g. udp::0.0.0.0:4789:vxlan or udp::[::1]:6081:geneve:dlt=raw";
 
-/// Parses a path, with or without the `udp::` prefix.
-pub fn parse(path: &str) -> Result<SourcePath, PathError> {
-    let body = strip_prefix(path);
-    parse_body(body).map_err(|problem| PathError {
-        path: path.to_string(),
-        problem,
-    })
+/// The prefixes the plugin registers (`zeek -i udp::...` or
+/// `zeek -i udptunnel::...`); Zeek strips them, people may not.
+pub const PREFIXES: [&str; 2] = ["udp", "udptunnel"];
+
+/// A path or token as a message may show it: control and bidi characters,
+/// quotes and backslashes escaped, so the message stays one line and reads
+/// as what was given. Every message that echoes input goes through here.
+pub fn shown(text: &str) -> String {
+    text.escape_debug().to_string()
 }
 
-fn strip_prefix(path: &str) -> &str {
-    match path.get(..5) {
-        Some(p) if p.eq_ignore_ascii_case("udp::") => &path[5..],
-        _ => path,
+/// Parses a path, with or without a `udp::` or `udptunnel::` prefix.
+pub fn parse(path: &str) -> Result<SourcePath, PathError> {
+    strip_prefix(path)
+        .and_then(parse_body)
+        .map_err(|problem| PathError {
+            path: path.to_string(),
+            problem,
+        })
+}
+
+fn strip_prefix(path: &str) -> Result<&str, String> {
+    if let Some((prefix, body)) = path.split_once("::") {
+        if PREFIXES.iter().any(|p| p.eq_ignore_ascii_case(prefix)) {
+            return Ok(body);
+        }
+        if is_prefix_word(prefix) {
+            return Err(format!(
+                "unknown prefix '{}::': expected udp:: or udptunnel:: (or none), {EXAMPLE}",
+                shown(prefix)
+            ));
+        }
     }
+    // `udp:127.0.0.1:4789`: a word, one colon, then an address.
+    if let Some((word, rest)) = path.split_once(':') {
+        let address_follows = rest.starts_with('[')
+            || rest
+                .split_once(':')
+                .is_some_and(|(a, _)| a.parse::<Ipv4Addr>().is_ok());
+        if is_prefix_word(word) && address_follows {
+            return Err(format!(
+                "prefix '{}:' is not udp:: or udptunnel:: (a prefix ends in two colons), {EXAMPLE}",
+                shown(word)
+            ));
+        }
+    }
+    Ok(path)
+}
+
+/// Looks like a prefix, not an address: a word with a letter that is no
+/// hex digit (so `fd00` in an unbracketed IPv6 address is not one).
+fn is_prefix_word(word: &str) -> bool {
+    word.starts_with(|c: char| c.is_ascii_alphabetic())
+        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && word.bytes().any(|b| !b.is_ascii_hexdigit())
 }
 
 fn parse_body(body: &str) -> Result<SourcePath, String> {
@@ -131,17 +172,80 @@ fn parse_body(body: &str) -> Result<SourcePath, String> {
     };
     let mut options = Options::default();
     if let Some(opts) = opts {
-        for tok in split_options(opts) {
-            options.apply(tok)?;
+        let tokens = split_options(opts);
+        for (i, tok) in tokens.iter().enumerate() {
+            options
+                .apply(tok)
+                .map_err(|e| unbracketed_allow(tok, &tokens[i + 1..]).unwrap_or(e))?;
         }
     }
+    let allow = options.allow.unwrap_or_default();
+    check_allow_can_match(addr, &allow)?;
     Ok(SourcePath {
         addr,
         encap: options.encap.unwrap_or(Encap::Vxlan),
         link_type: options.link_type.unwrap_or(LinkType::En10Mb),
-        allow: options.allow.unwrap_or_default(),
+        allow,
         workers: options.workers,
     })
+}
+
+/// `allow=::1` or `allow=fd00::/8`: the option split at the address's
+/// colons. If the value with the options after it reads as an allow list,
+/// say so, rather than complaining about the pieces.
+fn unbracketed_allow(tok: &str, after: &[&str]) -> Option<String> {
+    let (key, value) = tok.split_once('=')?;
+    if !key.eq_ignore_ascii_case("allow") {
+        return None;
+    }
+    let mut candidate = value.to_string();
+    let mut found = None;
+    for next in after {
+        candidate.push(':');
+        candidate.push_str(next);
+        if crate::allow::parse_list(&candidate).is_ok() {
+            found = Some(candidate.clone());
+        }
+    }
+    let list: Vec<String> = found?
+        .split(',')
+        .map(|item| match item.contains(':') {
+            true => format!("[{item}]"),
+            false => item.to_string(),
+        })
+        .collect();
+    Some(format!(
+        "IPv6 addresses in allow= go in brackets, since ':' separates options: expected allow={}",
+        shown(&list.join(","))
+    ))
+}
+
+/// Refuses an allow list none of whose entries can hold a sender to
+/// `addr`: an IPv4 listener hears IPv4 senders only, an IPv6 one bound to
+/// a specific address IPv6 only, `[::]` both (its IPv4 senders are
+/// matched as IPv4; see [`Cidr::contains`]).
+fn check_allow_can_match(addr: SocketAddr, allow: &[Cidr]) -> Result<(), String> {
+    let (hears_v4, hears_v6) = match addr {
+        SocketAddr::V4(_) => (true, false),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => (true, true),
+        SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some() => (true, false),
+        SocketAddr::V6(_) => (false, true),
+    };
+    let can_match = |c: &Cidr| (hears_v4 && c.holds_ipv4()) || (hears_v6 && c.holds_ipv6());
+    if allow.is_empty() || allow.iter().any(can_match) {
+        return Ok(());
+    }
+    let (family, other) = if hears_v4 {
+        ("IPv4", "an IPv4 prefix")
+    } else {
+        ("IPv6", "an IPv6 prefix")
+    };
+    let list: Vec<String> = allow.iter().map(|c| c.to_string()).collect();
+    Err(format!(
+        "no entry of allow={} can match: a listener on {} hears {family} senders only; list {other}, or listen on [::] for both families",
+        list.join(","),
+        addr.ip()
+    ))
 }
 
 /// A listen address before the port is known; IPv6 keeps its zone index.
@@ -155,7 +259,8 @@ fn split_addr(body: &str) -> Result<(Host, &str), String> {
     if let Some(after) = body.strip_prefix('[') {
         let Some((inner, rest)) = after.split_once(']') else {
             return Err(format!(
-                "IPv6 address '{body}' has no closing ']': expected [<ipv6>]:<port>, e.g. [::1]:6081"
+                "IPv6 address '{}' has no closing ']': expected [<ipv6>]:<port>, e.g. [::1]:6081",
+                shown(body)
             ));
         };
         let (ip, scope) = parse_v6(inner)?;
@@ -164,7 +269,9 @@ fn split_addr(body: &str) -> Result<(Host, &str), String> {
         }
         let Some(rest) = rest.strip_prefix(':') else {
             return Err(format!(
-                "unexpected '{rest}' after IPv6 address '[{inner}]': expected ':<port>'"
+                "unexpected '{}' after IPv6 address '[{}]': expected ':<port>'",
+                shown(rest),
+                shown(inner)
             ));
         };
         return Ok((Host::V6(ip, scope), rest));
@@ -174,17 +281,24 @@ fn split_addr(body: &str) -> Result<(Host, &str), String> {
     };
     match addr.parse::<Ipv4Addr>() {
         Ok(ip) => Ok((Host::V4(ip), rest)),
-        Err(_) if addr.parse::<Ipv6Addr>().is_ok() || body.matches(':').count() > 2 => Err(
-            format!("bad IPv4 address '{addr}': an IPv6 address goes in brackets, e.g. [::1]:6081"),
-        ),
+        Err(_) if addr.parse::<Ipv6Addr>().is_ok() || body.matches(':').count() > 2 => {
+            Err(format!(
+                "bad IPv4 address '{}': an IPv6 address goes in brackets, e.g. [::1]:6081",
+                shown(addr)
+            ))
+        }
         Err(_) => Err(format!(
-            "bad IPv4 address '{addr}': expected four dotted numbers such as 0.0.0.0 or 127.0.0.1"
+            "bad IPv4 address '{}': expected four dotted numbers such as 0.0.0.0 or 127.0.0.1",
+            shown(addr)
         )),
     }
 }
 
 fn missing_port(body: &str) -> String {
-    format!("missing port after '{body}': expected <addr>:<port>, {EXAMPLE}")
+    format!(
+        "missing port after '{}': expected <addr>:<port>, {EXAMPLE}",
+        shown(body)
+    )
 }
 
 fn parse_v6(inner: &str) -> Result<(Ipv6Addr, u32), String> {
@@ -193,7 +307,10 @@ fn parse_v6(inner: &str) -> Result<(Ipv6Addr, u32), String> {
         None => (inner, None),
     };
     let ip: Ipv6Addr = ip_str.parse().map_err(|_| {
-        format!("bad IPv6 address '{inner}': expected e.g. [::], [::1] or [fe80::1%eth0]")
+        format!(
+            "bad IPv6 address '{}': expected e.g. [::], [::1] or [fe80::1%eth0]",
+            shown(inner)
+        )
     })?;
     let scope = match zone {
         None => 0,
@@ -205,26 +322,39 @@ fn parse_v6(inner: &str) -> Result<(Ipv6Addr, u32), String> {
 fn parse_zone(zone: &str, inner: &str) -> Result<u32, String> {
     if zone.is_empty() {
         return Err(format!(
-            "empty zone in IPv6 address '{inner}': expected an interface name or index after '%'"
+            "empty zone in IPv6 address '{}': expected an interface name or index after '%'",
+            shown(inner)
         ));
     }
     if let Ok(index) = zone.parse::<u32>() {
         return Ok(index);
     }
-    let name = std::ffi::CString::new(zone)
-        .map_err(|_| format!("bad zone '{zone}' in IPv6 address '{inner}'"))?;
+    let name = std::ffi::CString::new(zone).map_err(|_| {
+        format!(
+            "bad zone '{}' in IPv6 address '{}'",
+            shown(zone),
+            shown(inner)
+        )
+    })?;
     // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     if index == 0 {
         return Err(format!(
-            "unknown interface '{zone}' in IPv6 address '{inner}': expected the name of a local interface (see `ip link`)"
+            "unknown interface '{}' in IPv6 address '{}': expected the name of a local interface (see `ip link`)",
+            shown(zone),
+            shown(inner)
         ));
     }
     Ok(index)
 }
 
 fn parse_port(tok: &str) -> Result<u16, String> {
-    let bad = || format!("bad port '{tok}': expected a number from 1 to 65535");
+    let bad = || {
+        format!(
+            "bad port '{}': expected a number from 1 to 65535",
+            shown(tok)
+        )
+    };
     if tok.is_empty() || !tok.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
@@ -268,6 +398,7 @@ struct Options {
 impl Options {
     fn apply(&mut self, tok: &str) -> Result<(), String> {
         let lower = tok.to_ascii_lowercase();
+        let t = shown(tok);
         let (key, value) = match lower.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (lower.as_str(), None),
@@ -280,10 +411,11 @@ impl Options {
             ("skip", v) => self.set_encap(Encap::Skip(parse_skip(tok, v)?), tok),
             ("dlt", Some(v)) => self.set_link(parse_dlt(tok, v)?, tok),
             ("allow", None | Some("")) => Err(format!(
-                "allow list '{tok}' without a value: expected e.g. allow=10.0.0.0/8,[fd00::/8]"
+                "allow list '{t}' without a value: expected e.g. allow=10.0.0.0/8,[fd00::/8]"
             )),
             ("allow", Some(v)) if self.allow.is_some() => Err(format!(
-                "duplicate allow list '{tok}': give every prefix in one allow=, separated by commas ({v})"
+                "duplicate allow list '{t}': give every prefix in one allow=, separated by commas ({})",
+                shown(v)
             )),
             ("allow", Some(_)) => {
                 // The value keeps its case: addresses are not keywords.
@@ -294,7 +426,8 @@ impl Options {
                 Ok(())
             }
             ("workers", Some(v)) if self.workers.is_some() => Err(format!(
-                "duplicate worker count '{tok}': workers= may appear once ({v})"
+                "duplicate worker count '{t}': workers= may appear once ({})",
+                shown(v)
             )),
             ("workers", Some(v)) => match v.parse::<u32>() {
                 Ok(n @ 1..=1024) if v.bytes().all(|b| b.is_ascii_digit()) => {
@@ -302,65 +435,75 @@ impl Options {
                     Ok(())
                 }
                 _ => Err(format!(
-                    "bad worker count in '{tok}': expected workers=<N> with N from 1 to 1024, the number of Zeek workers sharing the port"
+                    "bad worker count in '{t}': expected workers=<N> with N from 1 to 1024, the number of Zeek workers sharing the port"
                 )),
             },
             ("dlt", None) => Err(format!(
-                "link type '{tok}' without a value: expected dlt=en10mb, dlt=raw or dlt=ppp"
+                "link type '{t}' without a value: expected dlt=en10mb, dlt=raw or dlt=ppp"
             )),
             ("", None) => Err(format!(
                 "empty option (a doubled or trailing ':'): expected {ENCAPS} or dlt=<type>"
             )),
             _ => Err(format!(
-                "unknown option '{tok}': expected {ENCAPS}, dlt=en10mb|raw|ppp, allow=<prefixes> or workers=<N>"
+                "unknown option '{t}': expected {ENCAPS}, dlt=en10mb|raw|ppp, allow=<prefixes> or workers=<N>"
             )),
         }
     }
 
     fn set_encap(&mut self, encap: Encap, tok: &str) -> Result<(), String> {
         if self.encap.is_some() {
+            let t = shown(tok);
             return Err(format!(
-                "duplicate encapsulation '{tok}': '{}' was already given; use at most one of {ENCAPS}",
+                "duplicate encapsulation '{t}': '{}' was already given; use at most one of {ENCAPS}",
                 self.encap_token
             ));
         }
         self.encap = Some(encap);
-        self.encap_token = tok.to_string();
+        self.encap_token = shown(tok);
         Ok(())
     }
 
     fn set_link(&mut self, link: LinkType, tok: &str) -> Result<(), String> {
         if self.link_type.is_some() {
+            let t = shown(tok);
             return Err(format!(
-                "duplicate link type '{tok}': '{}' was already given; use at most one dlt=",
+                "duplicate link type '{t}': '{}' was already given; use at most one dlt=",
                 self.link_token
             ));
         }
         self.link_type = Some(link);
-        self.link_token = tok.to_string();
+        self.link_token = shown(tok);
         Ok(())
     }
 }
 
 fn parse_skip(tok: &str, value: Option<&str>) -> Result<u16, String> {
+    let t = shown(tok);
     let digits = value.unwrap_or_default();
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.is_empty() {
         return Err(format!(
-            "skip without a number in '{tok}': expected skip=<N> with N from 0 to 65535, e.g. skip=8"
+            "skip without a number in '{t}': expected skip=<N> with N from 0 to 65535, e.g. skip=8"
+        ));
+    }
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "bad skip count '{}' in '{t}': expected skip=<N> with N a whole number from 0 to 65535, e.g. skip=8",
+            shown(digits)
         ));
     }
     digits.parse::<u16>().map_err(|_| {
-        format!("skip count in '{tok}' is larger than any datagram: expected N from 0 to 65535")
+        format!("skip count in '{t}' is larger than any datagram: expected N from 0 to 65535")
     })
 }
 
 fn parse_dlt(tok: &str, value: &str) -> Result<LinkType, String> {
+    let t = shown(tok);
     match value {
         "en10mb" => Ok(LinkType::En10Mb),
         "raw" => Ok(LinkType::Raw),
         "ppp" => Ok(LinkType::Ppp),
         _ => Err(format!(
-            "unknown link type '{tok}': expected dlt=en10mb, dlt=raw or dlt=ppp"
+            "unknown link type '{t}': expected dlt=en10mb, dlt=raw or dlt=ppp"
         )),
     }
 }

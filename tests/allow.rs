@@ -59,8 +59,20 @@ fn allow_lists_in_the_path() {
             "bad allow list: '10.0.0.0/40' is not an address or prefix",
         ),
         (
-            "127.0.0.1:4789:allow=fd00::/8",
-            "'fd00' is not an address or prefix: expected e.g. allow=10.0.0.0/8,[fd00::/8]",
+            "127.0.0.1:4789:allow=x",
+            "'x' is not an address or prefix: expected e.g. allow=10.0.0.0/8,[fd00::/8]",
+        ),
+        (
+            "[::]:4789:allow=fd00::/8",
+            "IPv6 addresses in allow= go in brackets, since ':' separates options: expected allow=[fd00::/8]",
+        ),
+        (
+            "[::]:4789:allow=::1",
+            "IPv6 addresses in allow= go in brackets, since ':' separates options: expected allow=[::1]",
+        ),
+        (
+            "[::]:4789:allow=10.0.0.0/8,fd00::1:vxlan",
+            "expected allow=10.0.0.0/8,[fd00::1]",
         ),
         (
             "127.0.0.1:4789:allow=10.0.0.0/8:allow=[::1]",
@@ -69,6 +81,70 @@ fn allow_lists_in_the_path() {
     ] {
         let err = parse(path).expect_err(path).to_string();
         assert!(err.contains(want), "{path}: {err}");
+    }
+}
+
+#[test]
+fn ipv4_mapped_prefixes_are_ipv4_and_ipv6_prefixes_hold_mapped_senders() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let c = |s: &str| Cidr::parse(s).unwrap();
+    assert_eq!(c("::ffff:10.0.0.0/104"), c("10.0.0.0/8"), "normalized");
+    assert_eq!(c("::ffff:192.0.2.7"), c("192.0.2.7"));
+    assert_eq!(c("::ffff:0:0/96").to_string(), "0.0.0.0/0");
+    assert!(c("::ffff:10.0.0.0/104").contains(ip("10.1.2.3")));
+    // The receivers report a dual-stack socket's IPv4 senders as IPv4.
+    for everyone in ["::/0", "::/80", "::ffff:0:0/95"] {
+        assert!(c(everyone).contains(ip("192.0.2.1")), "{everyone}");
+        assert!(c(everyone).holds_ipv4(), "{everyone}");
+    }
+    assert!(!c("fd00::/8").contains(ip("192.0.2.1")));
+    assert!(!c("fd00::/8").holds_ipv4() && c("fd00::/8").holds_ipv6());
+    assert!(c("10.0.0.0/8").holds_ipv4() && !c("10.0.0.0/8").holds_ipv6());
+}
+
+#[test]
+fn allow_lists_that_can_never_match_are_refused() {
+    for (path, listener) in [
+        ("127.0.0.1:4789:allow=[fd00::/8]", "127.0.0.1 hears IPv4"),
+        ("0.0.0.0:4789:allow=[::1],[fe80::/10]", "0.0.0.0 hears IPv4"),
+        ("[::1]:4789:allow=127.0.0.1", "::1 hears IPv6"),
+        ("[::1]:4789:allow=[::ffff:127.0.0.1]", "::1 hears IPv6"),
+        ("[::ffff:127.0.0.1]:4789:allow=[::1]", "hears IPv4"),
+    ] {
+        let err = parse(path).expect_err(path).to_string();
+        assert!(
+            err.contains("can match: a listener on") && err.contains(listener),
+            "{path}: {err}"
+        );
+    }
+    for path in [
+        "[::]:4789:allow=127.0.0.1",
+        "[::]:4789:allow=[fd00::/8]",
+        "0.0.0.0:4789:allow=[::/0]",
+        "0.0.0.0:4789:allow=[fd00::/8],10.0.0.0/8",
+    ] {
+        assert!(parse(path).is_ok(), "{path}");
+    }
+}
+
+#[test]
+fn a_dual_stack_listener_matches_ipv4_senders_against_ipv6_prefixes() {
+    for kind in receivers() {
+        for allow in ["[::/0]", "[::ffff:127.0.0.0/104]", "[::ffff:0:0/96]"] {
+            let mut path = parse(&format!("[::]:1:vxlan:allow={allow}")).unwrap();
+            path.addr.set_port(0);
+            let mut src = Source::open_path(path, &config(kind)).unwrap();
+            let port = src.local_addr().unwrap().port();
+            let _tx = send_all(([127, 0, 0, 1], port).into(), &[datagram(), datagram()]);
+            let got = collect(&mut src, 2, Duration::from_secs(5));
+            let s = src.stats();
+            assert_eq!(
+                (got.len(), s.rejected_total()),
+                (2, 0),
+                "{kind:?} {allow}: an IPv4 sender to [::]"
+            );
+            assert_accounted(&mut src);
+        }
     }
 }
 
@@ -85,7 +161,7 @@ fn senders_off_the_list_are_rejected_and_counted() {
             ("127.0.0.1", "allow=127.0.0.0/8", true),
             ("127.0.0.1", "allow=10.0.0.0/8,[fd00::/8]", false),
             ("[::1]", "allow=[::1]", true),
-            ("[::1]", "allow=127.0.0.1", false),
+            ("[::1]", "allow=127.0.0.1,[fd00::/8]", false),
         ] {
             // As in Zeek, which asks for no sender addresses: allow= gets
             // them anyway.

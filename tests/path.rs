@@ -35,6 +35,8 @@ fn good_paths() {
             raw_dlt,
         ),
         ("UDP::127.0.0.1:4789", "127.0.0.1:4789", Vxlan, En10Mb),
+        ("udptunnel::127.0.0.1:4789", "127.0.0.1:4789", Vxlan, En10Mb),
+        ("UDPTunnel::[::1]:6081:geneve", "[::1]:6081", Geneve, En10Mb),
     ];
     for (path, addr, encap, link) in table {
         assert_eq!(ok(path), (addr.parse().unwrap(), *encap, *link), "{path}");
@@ -137,7 +139,31 @@ fn bad_paths_name_the_token_and_what_was_expected() {
         ),
         (
             "127.0.0.1:4789:skip=x1",
-            "skip without a number in 'skip=x1'",
+            "bad skip count 'x1' in 'skip=x1': expected skip=<N> with N a whole number from 0 to 65535",
+        ),
+        (
+            "127.0.0.1:4789:skip=-1",
+            "bad skip count '-1' in 'skip=-1': expected skip=<N> with N a whole number from 0 to 65535",
+        ),
+        (
+            "tcp::127.0.0.1:4789",
+            "unknown prefix 'tcp::': expected udp:: or udptunnel:: (or none)",
+        ),
+        (
+            "udp:127.0.0.1:4789",
+            "prefix 'udp:' is not udp:: or udptunnel:: (a prefix ends in two colons)",
+        ),
+        (
+            "udptunnel:[::1]:4789",
+            "prefix 'udptunnel:' is not udp:: or udptunnel::",
+        ),
+        (
+            "localhost:4789",
+            "bad IPv4 address 'localhost': expected four dotted numbers",
+        ),
+        (
+            "fd00::1:4789",
+            "bad IPv4 address 'fd00': an IPv6 address goes in brackets",
         ),
         (
             "127.0.0.1:4789:skip=70000",
@@ -163,6 +189,42 @@ fn bad_paths_name_the_token_and_what_was_expected() {
         assert!(
             err.starts_with(&prefix),
             "{path}:\n got  {err}\n want {prefix}..."
+        );
+    }
+}
+
+#[test]
+fn messages_escape_what_they_echo() {
+    for (path, want) in [
+        (
+            "127.0.0.1:4789:vx\nlan",
+            "invalid path '127.0.0.1:4789:vx\\nlan': unknown option 'vx\\nlan'",
+        ),
+        (
+            "127.0.0.1:4789:vxlan\u{202e}nal",
+            "unknown option 'vxlan\\u{202e}nal'",
+        ),
+        (
+            "10.0.0.1\u{2066}:4789",
+            "bad IPv4 address '10.0.0.1\\u{2066}'",
+        ),
+        (
+            "[::1]:4789:allow=1'2",
+            "'1\\'2' is not an address or prefix",
+        ),
+        ("[::1]:4789:skip=\t", "bad skip count '\\t'"),
+        (
+            "t\rcp::127.0.0.1:4789",
+            "invalid path 't\\rcp::127.0.0.1:4789'",
+        ),
+    ] {
+        let err = parse(path).expect_err(path).to_string();
+        assert!(err.contains(want), "{path:?}:\n got  {err}\n want {want}");
+        assert!(
+            !err.chars().any(|c| c.is_control()
+                || ('\u{2066}'..='\u{2069}').contains(&c)
+                || c == '\u{202e}'),
+            "{path:?}: {err:?}"
         );
     }
 }
