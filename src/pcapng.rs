@@ -1,11 +1,18 @@
-//! A small pcapng writer: one section, one interface per link type (added
-//! when first used), nanosecond timestamps. Readable by tcpdump, Wireshark
-//! and `zeek -r`.
+//! A small pcapng writer: one section, one interface, nanosecond
+//! timestamps. Readable by tcpdump, Wireshark and `zeek -r`.
+//!
+//! One interface, so one link type: libpcap (and with it tcpdump and
+//! `zeek -r`) refuses a file whose interfaces differ in link type. An
+//! Ethernet file takes packets of the other link types behind a
+//! synthesized Ethernet header: zero MAC addresses and the EtherType of
+//! what follows (IPv4 or IPv6 by the IP version, PPP 0x880B), which is how
+//! Zeek's GENEVE analyzer dispatches GENEVE's protocol types.
 
 use std::io::{self, Write};
 
 use crate::cmsg::Timestamp;
 use crate::link::LinkType;
+use crate::wire::geneve::{PROTO_IPV4, PROTO_IPV6, PROTO_PPP};
 
 const SHB: u32 = 0x0A0D_0D0A;
 const IDB: u32 = 0x0000_0001;
@@ -14,33 +21,23 @@ const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 const OPT_END: u16 = 0;
 const OPT_COMMENT: u16 = 1;
 const IF_TSRESOL: u16 = 9;
+const ETHERNET_LEN: usize = 14;
 
-/// Writes packets of any of our link types into one pcapng stream.
+/// Writes packets into one pcapng stream of one link type.
 pub struct PcapNgWriter<W: Write> {
     out: W,
-    /// Interface id per link type, in order of first use.
-    interfaces: Vec<LinkType>,
+    link: LinkType,
 }
 
 impl<W: Write> PcapNgWriter<W> {
-    /// Writes the section header.
-    pub fn new(mut out: W) -> io::Result<Self> {
+    /// Writes the section header and the one interface, of link type `link`.
+    pub fn new(mut out: W, link: LinkType) -> io::Result<Self> {
         let mut body = Vec::with_capacity(16);
         body.extend_from_slice(&BYTE_ORDER_MAGIC.to_le_bytes());
         body.extend_from_slice(&1u16.to_le_bytes()); // major
         body.extend_from_slice(&0u16.to_le_bytes()); // minor
         body.extend_from_slice(&(-1i64).to_le_bytes()); // section length unknown
         write_block(&mut out, SHB, &body)?;
-        Ok(PcapNgWriter {
-            out,
-            interfaces: Vec::new(),
-        })
-    }
-
-    fn interface(&mut self, link: LinkType) -> io::Result<u32> {
-        if let Some(i) = self.interfaces.iter().position(|l| *l == link) {
-            return Ok(i as u32);
-        }
         let mut body = Vec::with_capacity(20);
         body.extend_from_slice(&link.linktype().to_le_bytes());
         body.extend_from_slice(&0u16.to_le_bytes()); // reserved
@@ -50,13 +47,47 @@ impl<W: Write> PcapNgWriter<W> {
         body.extend_from_slice(&[9, 0, 0, 0]); // 10^-9 s, padded
         body.extend_from_slice(&OPT_END.to_le_bytes());
         body.extend_from_slice(&0u16.to_le_bytes());
-        write_block(&mut self.out, IDB, &body)?;
-        self.interfaces.push(link);
-        Ok(self.interfaces.len() as u32 - 1)
+        write_block(&mut out, IDB, &body)?;
+        Ok(PcapNgWriter { out, link })
+    }
+
+    /// The file's link type.
+    pub fn link_type(&self) -> LinkType {
+        self.link
+    }
+
+    /// The header a packet of link type `link` needs in front to be a
+    /// packet of this file's link type (none if it already is one).
+    fn header_for(&self, link: LinkType, data: &[u8]) -> io::Result<Option<[u8; ETHERNET_LEN]>> {
+        if link == self.link {
+            return Ok(None);
+        }
+        if self.link != LinkType::En10Mb {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a {} packet cannot go into a {} file",
+                    link.token(),
+                    self.link.token()
+                ),
+            ));
+        }
+        let ethertype = match link {
+            LinkType::Raw if data.first().is_some_and(|b| b >> 4 == 6) => PROTO_IPV6,
+            LinkType::Raw => PROTO_IPV4,
+            LinkType::Ppp => PROTO_PPP,
+            LinkType::En10Mb => return Ok(None), // ok: equal to the file's, handled above
+        };
+        let mut header = [0u8; ETHERNET_LEN];
+        header[12..].copy_from_slice(&ethertype.to_be_bytes());
+        Ok(Some(header))
     }
 
     /// Writes one packet: captured bytes `data` of `wire_len` on the wire,
-    /// with an optional comment (shown by Wireshark and `tshark -V`).
+    /// with an optional comment (shown by Wireshark and `tshark -V`). A
+    /// packet of another link type than the file's gets an Ethernet header
+    /// in front if the file is Ethernet, and is refused (`InvalidInput`)
+    /// otherwise.
     pub fn write(
         &mut self,
         link: LinkType,
@@ -65,16 +96,19 @@ impl<W: Write> PcapNgWriter<W> {
         wire_len: usize,
         comment: Option<&str>,
     ) -> io::Result<()> {
-        let id = self.interface(link)?;
+        let header = self.header_for(link, data)?;
+        let extra = header.map_or(0, |h| h.len());
         let nanos = (ts.sec.max(0) as u64)
             .saturating_mul(1_000_000_000)
             .saturating_add(u64::from(ts.nsec));
-        let mut body = Vec::with_capacity(20 + data.len() + 3);
-        body.extend_from_slice(&id.to_le_bytes());
+        let captured = extra + data.len();
+        let mut body = Vec::with_capacity(20 + captured + 3);
+        body.extend_from_slice(&0u32.to_le_bytes()); // the one interface
         body.extend_from_slice(&((nanos >> 32) as u32).to_le_bytes());
         body.extend_from_slice(&(nanos as u32).to_le_bytes());
-        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        body.extend_from_slice(&(wire_len.max(data.len()) as u32).to_le_bytes());
+        body.extend_from_slice(&(captured as u32).to_le_bytes());
+        body.extend_from_slice(&((extra + wire_len).max(captured) as u32).to_le_bytes());
+        body.extend_from_slice(header.as_ref().map_or(&[][..], |h| &h[..]));
         body.extend_from_slice(data);
         body.resize(body.len().next_multiple_of(4), 0);
         if let Some(text) = comment.filter(|c| !c.is_empty() && c.len() < 0xffff) {

@@ -27,13 +27,30 @@ pub struct RecvBuffer {
     pub granted: usize,
 }
 
+/// The largest receive buffer the kernel gives any socket, whatever
+/// rmem_max or CAP_NET_ADMIN: SO_RCVBUF takes an int, which it doubles.
+pub const MAX_RECV_BUFFER: usize = i32::MAX as usize / 2;
+
 impl RecvBuffer {
     /// A warning for people when the kernel granted less than asked.
     pub fn warning(&self) -> Option<String> {
-        (self.requested > 0 && self.granted < self.requested).then(|| {
+        let (granted, requested) = (self.granted, self.requested);
+        if requested == 0 || granted >= requested {
+            return None;
+        }
+        let asked =
+            format!("udp receive buffer is {granted} bytes, less than the {requested} asked for");
+        let hard_cap =
+            format!("{MAX_RECV_BUFFER} bytes (INT_MAX/2) is the most the kernel gives any socket");
+        Some(if granted >= MAX_RECV_BUFFER {
+            format!("{asked}: {hard_cap}; ask for at most that")
+        } else if requested > MAX_RECV_BUFFER {
             format!(
-                "udp receive buffer is {} bytes, less than the {} asked for: the kernel caps it at net.core.rmem_max; raise that (sysctl -w net.core.rmem_max={}) to avoid drops under bursts",
-                self.granted, self.requested, self.requested
+                "{asked}: the kernel caps it at net.core.rmem_max without CAP_NET_ADMIN, and {hard_cap}; raise rmem_max (sysctl -w net.core.rmem_max={MAX_RECV_BUFFER}) to avoid drops under bursts"
+            )
+        } else {
+            format!(
+                "{asked}: the kernel caps it at net.core.rmem_max without CAP_NET_ADMIN; raise that (sysctl -w net.core.rmem_max={requested}) to avoid drops under bursts"
             )
         })
     }
@@ -133,7 +150,7 @@ impl Listener {
 /// process may (CAP_NET_ADMIN), and returns what was granted.
 fn size_recv_buffer(socket: &Socket, bytes: usize) -> io::Result<usize> {
     if bytes > 0 {
-        let want = bytes.min(i32::MAX as usize / 2);
+        let want = bytes.min(MAX_RECV_BUFFER);
         socket.set_recv_buffer_size(want)?;
         if socket.recv_buffer_size()? / 2 < want {
             // Fails with EPERM without CAP_NET_ADMIN; the capped size stands.

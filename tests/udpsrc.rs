@@ -4,9 +4,11 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use pcap_file::DataLink;
@@ -44,17 +46,49 @@ fn ethernet_frames() -> Vec<Vec<u8>> {
 }
 
 /// Starts `udpsrc listen` and waits until its socket is bound.
-fn listen(port: u16, path: &str, out: &Path, count: usize, extra: &[&str]) -> Child {
+fn listen(path: &str, out: &Path, count: usize, extra: &[&str]) -> Listening {
     let count = count.to_string();
     let mut args = vec!["-c", &count, "--duration", "20", "--quiet", "--json"];
     args.extend_from_slice(extra);
-    spawn_listen(port, path, out, &args)
+    spawn_listen(path, out, &args)
 }
 
-/// Starts `udpsrc listen <path> -w <out> <args>` and waits until its
-/// socket holds `port`.
-fn spawn_listen(port: u16, path: &str, out: &Path, args: &[&str]) -> Child {
-    let child = Command::new(BIN)
+/// A running `udpsrc listen`, its stderr read line by line.
+struct Listening {
+    child: Child,
+    /// Each stderr line after the readiness line, as it comes.
+    lines: mpsc::Receiver<String>,
+    /// All of stderr, once the process has closed it.
+    stderr: std::thread::JoinHandle<String>,
+    /// The readiness line.
+    ready: String,
+}
+
+impl Listening {
+    /// Waits for a stderr line that holds `want` (the once-a-second
+    /// statistics, for example); panics if stderr ends or 20 s pass first.
+    fn wait_for_line(&self, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(want) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no stderr line with '{want}': {e}"),
+            }
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+}
+
+/// Starts `udpsrc listen <path> -w <out> <args>` and waits for its
+/// readiness line on stderr ("udpsrc: listening on <addr> ...").
+fn spawn_listen(path: &str, out: &Path, args: &[&str]) -> Listening {
+    let mut child = Command::new(BIN)
         .args(["listen", path, "-w"])
         .arg(out)
         .args(args)
@@ -62,20 +96,49 @@ fn spawn_listen(port: u16, path: &str, out: &Path, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // A plain bind fails once the listener holds the port.
-    while UdpSocket::bind(("127.0.0.1", port)).is_ok() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let ready = loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            let _ = child.wait();
+            panic!("listen {path} ended before it was ready: {seen}");
+        }
+        seen.push_str(&line);
+        if line.starts_with("udpsrc: listening on ") {
+            break line;
+        }
+    };
+    let (tx, lines) = mpsc::channel();
+    let stderr = std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            let _ = tx.send(line);
+        }
+        seen
+    });
+    Listening {
+        child,
+        lines,
+        stderr,
+        ready,
     }
-    child
 }
 
 fn replay(args: &[&str]) -> Output {
     Command::new(BIN).arg("replay").args(args).output().unwrap()
 }
 
-fn finish(child: Child) -> Output {
-    let out = child.wait_with_output().unwrap();
+/// Waits for listen to exit; its status, stdout and whole stderr.
+fn wait_listen(l: Listening) -> Output {
+    let mut out = l.child.wait_with_output().unwrap();
+    out.stderr = l.stderr.join().unwrap().into_bytes();
+    out
+}
+
+fn finish(l: Listening) -> Output {
+    let out = wait_listen(l);
     assert!(
         out.status.success(),
         "listen failed: {}",
@@ -123,7 +186,6 @@ fn through_listen(
     let port = common::unique_port();
     let sep = if options.is_empty() { "" } else { ":" };
     let child = listen(
-        port,
         &format!("udp::127.0.0.1:{port}{sep}{options}"),
         out,
         count,
@@ -212,10 +274,136 @@ fn raw_ip_trace_in_geneve_comes_out_as_raw_ip() {
         &["--encap", "geneve"],
     );
     assert_eq!(got.len(), packets.len());
+    for ((link, data, comment), want) in got.iter().zip(&packets) {
+        assert_eq!(*link, 1, "a geneve path's file is Ethernet");
+        assert_eq!(data[..14], ethernet_header(0x86dd), "synthesized header");
+        assert_eq!(&data[14..], want);
+        assert!(comment.ends_with(" link=raw"), "{comment}");
+    }
+    let (_, got) = through_listen(
+        &trace,
+        "raw:dlt=raw",
+        &dir.join("dlt-raw.pcapng"),
+        packets.len(),
+        &[],
+        &["--encap", "raw"],
+    );
     for ((link, data, _), want) in got.iter().zip(&packets) {
-        assert_eq!(*link, 101, "LINKTYPE_RAW from the GENEVE protocol type");
+        assert_eq!(*link, 101, "dlt=raw: LINKTYPE_RAW");
         assert_eq!(data, want);
     }
+}
+
+/// Zero MAC addresses and the EtherType.
+fn ethernet_header(ethertype: u16) -> [u8; 14] {
+    let mut h = [0u8; 14];
+    h[12..].copy_from_slice(&ethertype.to_be_bytes());
+    h
+}
+
+/// Zeek, from ZEEK_CONFIG, zeek-config on PATH or /opt/zeek*.
+fn zeek_binary() -> Option<PathBuf> {
+    let config = std::env::var_os("ZEEK_CONFIG")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("zeek-config"))
+                .find(|p| p.is_file())
+        });
+    if let Some(out) = config.and_then(|c| Command::new(c).arg("--prefix").output().ok()) {
+        let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/zeek");
+        if bin.is_file() {
+            return Some(bin);
+        }
+    }
+    std::fs::read_dir("/opt")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("zeek"))
+        .map(|e| e.path().join("bin/zeek"))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn geneve_with_ethernet_and_raw_ip_gives_one_file_tcpdump_and_zeek_read() {
+    let dir = common::tmpdir("mixed");
+    let frames = ethernet_frames();
+    let eth = dir.join("eth.pcap");
+    common::write_pcap(&eth, DataLink::ETHERNET, &frames);
+    let packets: Vec<Vec<u8>> = (0..10).map(|i| common::ipv6_packet(i, 100)).collect();
+    let raw = dir.join("raw.pcap");
+    common::write_pcap(&raw, DataLink::RAW, &packets);
+    let port = common::unique_port();
+    let out = dir.join("mixed.pcapng");
+    let total = frames.len() + packets.len();
+    let l = listen(&format!("127.0.0.1:{port}:geneve"), &out, total, &[]);
+    let to = format!("127.0.0.1:{port}");
+    for trace in [&eth, &raw] {
+        let r = replay(&[
+            trace.to_str().unwrap(),
+            "--to",
+            &to,
+            "-q",
+            "--encap",
+            "geneve",
+        ]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    finish(l);
+    let got = read_pcapng(&out);
+    assert_eq!(got.len(), total);
+    assert!(
+        got.iter().all(|(link, _, _)| *link == 1),
+        "one Ethernet interface"
+    );
+    let synthesized = got.iter().filter(|(_, d, _)| d[..12] == [0; 12]).count();
+    assert_eq!(synthesized, packets.len());
+
+    let td = Command::new("tcpdump")
+        .args(["-nn", "-r"])
+        .arg(&out)
+        .output();
+    match td {
+        Err(e) => common::skipped(module_path!(), &format!("tcpdump: {e}")),
+        Ok(td) => {
+            let text = String::from_utf8_lossy(&td.stdout);
+            assert!(
+                td.status.success(),
+                "{}",
+                String::from_utf8_lossy(&td.stderr)
+            );
+            assert_eq!(text.lines().count(), total, "{text}");
+            assert_eq!(text.matches("IP6 ").count(), packets.len(), "{text}");
+        }
+    }
+    let Some(zeek) = zeek_binary() else {
+        assert!(
+            std::env::var_os("REQUIRE_ZEEK").is_none_or(|v| v != "1"),
+            "REQUIRE_ZEEK=1 but no Zeek found"
+        );
+        common::skipped(
+            module_path!(),
+            "zeek -r: no Zeek (ZEEK_CONFIG, zeek-config on PATH or /opt/zeek*)",
+        );
+        return;
+    };
+    let logs = dir.join("zeek-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let z = Command::new(&zeek)
+        .arg("-r")
+        .arg(&out)
+        .current_dir(&logs)
+        .output()
+        .unwrap();
+    assert!(
+        z.status.success(),
+        "zeek -r: {}",
+        String::from_utf8_lossy(&z.stderr)
+    );
+    let conn = std::fs::read_to_string(logs.join("conn.log")).unwrap_or_default();
+    assert!(conn.contains("fdfd:fdfd"), "the raw IPv6 flows: {conn}");
+    assert!(conn.contains("10.0.0.1"), "the Ethernet flows: {conn}");
 }
 
 #[test]
@@ -349,6 +537,23 @@ fn bad_input_gives_one_clear_line_and_exit_2() {
             vec!["listen", "127.0.0.1:4789", "--receiver", "epoll"],
             "unknown receiver 'epoll'",
         ),
+        (
+            vec!["listen", "tcp::127.0.0.1:4789"],
+            "unknown prefix 'tcp::': expected udp:: or udptunnel::",
+        ),
+        // What is echoed is escaped: still one line, nothing reordered.
+        (
+            vec!["listen", "127.0.0.1:4789:vx\nlan"],
+            "unknown option 'vx\\nlan'",
+        ),
+        (
+            vec!["listen", "127.0.0.1:4789", "--receiver", "ep\u{202e}oll"],
+            "unknown receiver 'ep\\u{202e}oll'",
+        ),
+        (
+            vec!["listen", "127.0.0.1:4789", "-w", "/nonexistent/a\nb"],
+            "cannot create /nonexistent/a\\nb",
+        ),
     ];
     for (args, want) in cases {
         let out = Command::new(BIN).args(&args).output().unwrap();
@@ -390,43 +595,185 @@ fn listen_output_is_readable_by_tcpdump() {
 }
 
 #[test]
-fn sigint_stops_listen_with_the_file_complete() {
-    let dir = common::tmpdir("sigint");
+fn sigint_sigterm_and_sighup_stop_listen_with_the_json_and_the_file_complete() {
+    let dir = common::tmpdir("signals");
     let frames = ethernet_frames();
     let trace = dir.join("eth.pcap");
     common::write_pcap(&trace, DataLink::ETHERNET, &frames);
+    for (name, signal) in [
+        ("SIGINT", libc::SIGINT),
+        ("SIGTERM", libc::SIGTERM),
+        ("SIGHUP", libc::SIGHUP),
+    ] {
+        let port = common::unique_port();
+        let out = dir.join(format!("{name}.pcapng"));
+        // No -c and no --quiet: only the signal stops it, and the
+        // once-a-second line says when every packet is in.
+        let l = spawn_listen(&format!("127.0.0.1:{port}"), &out, &["--json"]);
+        let to = format!("127.0.0.1:{port}");
+        assert!(
+            replay(&[trace.to_str().unwrap(), "--to", &to, "-q"])
+                .status
+                .success()
+        );
+        l.wait_for_line(&format!("delivered {} ", frames.len()));
+        l.signal(signal);
+        let done = wait_listen(l);
+        assert!(
+            done.status.success(),
+            "{name}: exit {:?}: {}",
+            done.status,
+            String::from_utf8_lossy(&done.stderr)
+        );
+        let stats: serde_json::Value = serde_json::from_slice(&done.stdout)
+            .unwrap_or_else(|e| panic!("{name}: no JSON ({e}): {:?}", done.stdout));
+        assert_eq!(stats["delivered"], frames.len(), "{name}");
+        assert_eq!(
+            read_pcapng(&out).len(),
+            frames.len(),
+            "{name}: every packet in the file"
+        );
+    }
+}
+
+#[test]
+fn bad_durations_and_counts_exit_2_and_say_the_range() {
+    let range = "expected a number of seconds greater than 0 and at most 4294967295";
+    for bad in ["inf", "1e300", "1e19", "nan", "-1", "0", "ten"] {
+        let out = Command::new(BIN)
+            .args(["listen", "127.0.0.1:4789", "-q", "--duration"])
+            .arg(bad)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--duration {bad}: {stderr}");
+        assert!(stderr.contains(range), "--duration {bad}: {stderr}");
+    }
+    for bad in ["0", "-1", "1e3", "x"] {
+        let out = Command::new(BIN)
+            .args(["listen", "127.0.0.1:4789", "-q", "-c", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "-c {bad}");
+    }
+}
+
+#[test]
+fn the_ready_file_and_the_ready_line_say_where_listen_is_bound() {
+    let dir = common::tmpdir("ready");
     let port = common::unique_port();
-    let out = dir.join("int.pcapng");
-    // No -c: only the signal stops it.
-    let child = spawn_listen(
-        port,
-        &format!("127.0.0.1:{port}"),
-        &out,
-        &["--quiet", "--json"],
+    let ready = dir.join("ready");
+    std::fs::write(&ready, "stale").unwrap();
+    // The plugin's other prefix, udptunnel::, works as well.
+    let l = spawn_listen(
+        &format!("udptunnel::127.0.0.1:{port}"),
+        &dir.join("out.pcapng"),
+        &["-q", "--json", "--ready-file", ready.to_str().unwrap()],
     );
-    assert!(
-        replay(&[
-            trace.to_str().unwrap(),
-            "--to",
-            &format!("127.0.0.1:{port}"),
-            "-q"
-        ])
-        .status
-        .success()
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let done = child.wait_with_output().unwrap();
-    assert!(
-        done.status.success(),
-        "exit after SIGINT: {:?}",
-        done.status
-    );
-    let stats: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
-    assert_eq!(stats["delivered"], frames.len());
+    // The file is in place before the line is printed.
     assert_eq!(
-        read_pcapng(&out).len(),
-        frames.len(),
-        "every packet in the file"
+        std::fs::read_to_string(&ready).unwrap(),
+        format!("127.0.0.1:{port}\n")
     );
+    assert!(!dir.join("ready.tmp").exists(), "renamed into place");
+    assert!(
+        l.ready
+            .starts_with(&format!("udpsrc: listening on 127.0.0.1:{port} ")),
+        "{}",
+        l.ready
+    );
+    // Bound: a second plain socket cannot have the port.
+    assert!(UdpSocket::bind(("127.0.0.1", port)).is_err());
+    l.signal(libc::SIGTERM);
+    let done = finish(l);
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&done.stdout).is_ok(),
+        "JSON after SIGTERM"
+    );
+}
+
+/// VXLAN-encapsulated copies of the frames, as replay would send them.
+fn vxlan_datagrams(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    frames
+        .iter()
+        .map(|f| {
+            let mut d = Vec::new();
+            zeek_udp_source::encap::Encoder::new(zeek_udp_source::Encap::Vxlan).encode(
+                f,
+                zeek_udp_source::LinkType::En10Mb,
+                &mut d,
+            );
+            d
+        })
+        .collect()
+}
+
+#[test]
+fn count_writes_n_packets_and_counts_the_rest_of_their_receive() {
+    let dir = common::tmpdir("count");
+    let frames: Vec<Vec<u8>> = ethernet_frames().into_iter().take(10).collect();
+    for receiver in ["recvmmsg", "io_uring"] {
+        let port = common::unique_port();
+        let out = dir.join(format!("{receiver}.pcapng"));
+        let l = listen(
+            &format!("127.0.0.1:{port}"),
+            &out,
+            2,
+            &["--receiver", receiver],
+        );
+        // Stopped, listen cannot receive: all ten wait in the socket and
+        // arrive in its first receive.
+        l.signal(libc::SIGSTOP);
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for d in vxlan_datagrams(&frames) {
+            tx.send_to(&d, ("127.0.0.1", port)).unwrap();
+        }
+        l.signal(libc::SIGCONT);
+        let done = finish(l);
+        let stats: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+        assert_eq!(stats["received"], 10, "{receiver}: {stats}");
+        assert_eq!(stats["delivered"], 10, "{receiver}: {stats}");
+        assert_eq!(stats["rejected"], 0, "{receiver}: {stats}");
+        assert_eq!(stats["beyond_count"], 8, "{receiver}: {stats}");
+        let got = read_pcapng(&out);
+        assert_eq!(got.len(), 2, "{receiver}: -c 2 writes two");
+        assert_eq!((&got[0].1, &got[1].1), (&frames[0], &frames[1]));
+    }
+}
+
+#[test]
+fn rcvbuf_past_the_kernel_cap_names_that_cap() {
+    use zeek_udp_source::socket::{MAX_RECV_BUFFER, RecvBuffer};
+    let port = common::unique_port();
+    let out = Command::new(BIN)
+        .args(["listen", &format!("127.0.0.1:{port}"), "-q"])
+        .args(["--duration", "0.01", "--rcvbuf", "4294967296"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1073741823 bytes (INT_MAX/2) is the most the kernel gives any socket"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("rmem_max=4294967296"), "{stderr}");
+    // Granted at the cap (privileged), or at rmem_max (not).
+    let at_cap = RecvBuffer {
+        requested: 1 << 32,
+        granted: MAX_RECV_BUFFER,
+    };
+    assert!(at_cap.warning().unwrap().ends_with("ask for at most that"));
+    let at_rmem_max = RecvBuffer {
+        requested: 1 << 32,
+        granted: 4 << 20,
+    };
+    let w = at_rmem_max.warning().unwrap();
+    assert!(w.contains("sysctl -w net.core.rmem_max=1073741823"), "{w}");
+    let small = RecvBuffer {
+        requested: 16 << 20,
+        granted: 4 << 20,
+    };
+    let w = small.warning().unwrap();
+    assert!(w.contains("sysctl -w net.core.rmem_max=16777216"), "{w}");
+    assert!(!w.contains("INT_MAX"), "{w}");
 }

@@ -1,33 +1,48 @@
 //! `udpsrc listen`: open a plugin path, report once a second, write the
-//! inner packets to pcapng, stop on a count, a duration or SIGINT.
+//! inner packets to pcapng, stop on a count, a duration, SIGINT, SIGTERM or
+//! SIGHUP.
 
 use std::fs::File;
-use std::io::BufWriter;
-use std::path::PathBuf;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use zeek_udp_source::path::shown;
 use zeek_udp_source::pcapng::PcapNgWriter;
-use zeek_udp_source::{Config, Error, Packet, ReceiverKind, Reject, Source, Stats};
+use zeek_udp_source::{
+    Config, Encap, Error, LinkType, Packet, ReceiverKind, Reject, Source, SourcePath, Stats,
+};
 
 use crate::Failure;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The plugin path, with or without udp::, e.g. udp::127.0.0.1:4789:vxlan.
+    /// The plugin path, with or without udp:: or udptunnel::, e.g.
+    /// udp::127.0.0.1:4789:vxlan.
     path: String,
     /// Receiver: recvmmsg or io_uring.
     #[arg(long, default_value = "recvmmsg")]
     receiver: String,
-    /// Write the decapsulated packets to this pcapng file.
+    /// Write the decapsulated packets to this pcapng file, with nanosecond
+    /// kernel timestamps. The file has one link type, so tcpdump and
+    /// `zeek -r` read it: the path's dlt=, except for geneve paths, whose
+    /// packets may be Ethernet, IP or PPP by GENEVE's protocol type: their
+    /// file is Ethernet, and an IP or PPP packet gets an Ethernet header in
+    /// front (zero MACs, EtherType 0x0800, 0x86DD or 0x880B) and `link=raw`
+    /// or `link=ppp` in its comment.
     #[arg(short = 'w', long)]
     write: Option<PathBuf>,
-    /// Stop after this many delivered packets.
-    #[arg(short = 'c', long)]
+    /// Stop after this many delivered packets (1 or more). Exactly N are
+    /// written; the rest of the receive that brought the Nth (taken from the
+    /// socket already) is counted as delivered or rejected, and reported as
+    /// beyond_count.
+    #[arg(short = 'c', long, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
-    /// Stop after this many seconds.
-    #[arg(long)]
-    duration: Option<f64>,
+    /// Stop after this many seconds: a number greater than 0 and at most
+    /// 4294967295, fractions allowed.
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = crate::parse_seconds)]
+    duration: Option<Duration>,
     /// Socket receive buffer to ask for, in bytes (0: the kernel's default).
     #[arg(long, default_value_t = 16 << 20)]
     rcvbuf: usize,
@@ -35,7 +50,14 @@ pub struct Args {
     /// receive (recvmmsg only).
     #[arg(long)]
     gro: bool,
-    /// No statistics once a second.
+    /// Once the socket is bound, write its address (e.g. 127.0.0.1:4789 and
+    /// a newline) to this file, atomically (written beside it, then
+    /// renamed). A stale file is removed at start.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// No statistics once a second and no summary. The line "udpsrc:
+    /// listening on <addr> ..." still goes to stderr once the socket is
+    /// bound: it is the readiness signal.
     #[arg(long, short)]
     quiet: bool,
     /// Print the final statistics as one JSON object on stdout.
@@ -49,20 +71,36 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
+/// SIGINT, SIGTERM and SIGHUP all stop listen the same way: the rest of
+/// the receive in hand is processed, the file completed, the JSON printed.
 fn install_signal_handlers() {
     let handler: extern "C" fn(libc::c_int) = on_signal;
-    // SAFETY: the handler only stores to an atomic, which is signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is signal-safe.
+        unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+    }
+}
+
+/// Why the loop ends, checked before each packet.
+struct Limits {
+    count: Option<u64>,
+    deadline: Option<Instant>,
+}
+
+impl Limits {
+    fn reached(&self, kept: u64) -> bool {
+        STOP.load(Ordering::Relaxed)
+            || self.count.is_some_and(|c| kept >= c)
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
+    install_signal_handlers();
     let receiver = ReceiverKind::parse(&args.receiver).ok_or_else(|| {
         Failure::input(format!(
             "unknown receiver '{}': expected recvmmsg or io_uring",
-            args.receiver
+            shown(&args.receiver)
         ))
     })?;
     let config = Config {
@@ -71,6 +109,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
         udp_gro: args.gro,
         ..Config::default()
     };
+    if let Some(ready) = &args.ready_file {
+        remove_stale(ready)?;
+    }
     let mut src = Source::open(&args.path, &config).map_err(|e| match e {
         Error::Path(_) | Error::Config { .. } => Failure::input(e.to_string()),
         _ => Failure::runtime(e.to_string()),
@@ -79,44 +120,42 @@ pub fn run(args: Args) -> Result<(), Failure> {
         eprintln!("udpsrc: warning: {w}");
     }
     let mut writer = match &args.write {
-        Some(path) => Some(open_writer(path)?),
+        Some(path) => Some(open_writer(path, file_link(src.path()))?),
         None => None,
     };
-    if !args.quiet {
-        eprintln!(
-            "udpsrc: listening on {} ({}, {}), receive buffer {} bytes",
-            src.local_addr()
-                .map_or_else(|_| "?".into(), |a| a.to_string()),
-            src.path().encap,
-            src.receiver_kind().name(),
-            src.recv_buffer().granted
-        );
-    }
-    install_signal_handlers();
+    announce(&src, args.ready_file.as_deref())?;
     let start = Instant::now();
-    let deadline = args
-        .duration
-        .map(|s| start + Duration::from_secs_f64(s.max(0.0)));
+    let limits = Limits {
+        count: args.count,
+        // None past the clock's range: no deadline is that far.
+        deadline: args.duration.and_then(|d| start.checked_add(d)),
+    };
     let mut ticker = Ticker::new(start);
-    let mut delivered = 0u64;
+    let mut kept = 0u64;
+    let mut beyond_count = 0u64;
     let mut first_error = None;
-    while !STOP.load(Ordering::Relaxed) {
-        if args.count.is_some_and(|c| delivered >= c)
-            || deadline.is_some_and(|d| Instant::now() >= d)
-        {
+    loop {
+        // Once a limit is reached, no more receives; but every datagram
+        // already taken from the socket is still decapsulated and counted.
+        let stopping = limits.reached(kept);
+        if stopping && !src.has_pending() {
             break;
         }
         match src.next_packet() {
             Ok(Some(p)) => {
-                delivered += 1;
-                if let Some(w) = writer.as_mut() {
-                    let comment = tunnel_comment(&p);
-                    w.write(p.link_type, p.timestamp, p.data, p.wire_len, Some(&comment))
-                        .map_err(|e| Failure::runtime(format!("cannot write packets: {e}")))?;
+                if args.count.is_some_and(|c| kept >= c) {
+                    beyond_count += 1;
+                } else {
+                    kept += 1;
+                    if let Some(w) = writer.as_mut() {
+                        write_packet(w, &p)?;
+                    }
                 }
                 src.done();
             }
-            Ok(None) => wait(src.wait_fd(), deadline),
+            // Rejects only so far; the loop's head decides.
+            Ok(None) if stopping => {}
+            Ok(None) => wait(src.wait_fd(), limits.deadline),
             Err(e) => {
                 // Reported, counted, not fatal.
                 first_error.get_or_insert_with(|| e.to_string());
@@ -133,9 +172,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let stats = src.stats();
     let elapsed = start.elapsed();
     if args.json {
-        println!("{}", json(&stats, &src, elapsed));
+        println!("{}", json(&stats, &src, elapsed, beyond_count));
     } else if !args.quiet {
-        eprintln!("{}", summary(&stats, elapsed));
+        eprintln!("{}", summary(&stats, elapsed, beyond_count));
     }
     if let Some(e) = first_error {
         eprintln!(
@@ -144,6 +183,72 @@ pub fn run(args: Args) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// The readiness signal: the ready file, then the "listening on" line
+/// (always, even with --quiet), once the socket is bound.
+fn announce(src: &Source, ready_file: Option<&Path>) -> Result<(), Failure> {
+    let addr = src
+        .local_addr()
+        .map_err(|e| Failure::runtime(format!("cannot read the bound address: {e}")))?;
+    if let Some(path) = ready_file {
+        write_ready_file(path, &format!("{addr}\n"))?;
+    }
+    eprintln!(
+        "udpsrc: listening on {addr} ({}, {}), receive buffer {} bytes",
+        src.path().encap,
+        src.receiver_kind().name(),
+        src.recv_buffer().granted
+    );
+    Ok(())
+}
+
+fn remove_stale(path: &Path) -> Result<(), Failure> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Failure::input(format!(
+            "cannot remove the old ready file {}: {e}",
+            shown(&path.display().to_string())
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `text` beside `path` and renames it there, so a reader sees the
+/// whole file or none.
+fn write_ready_file(path: &Path, text: &str) -> Result<(), Failure> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let fail = |e: std::io::Error| {
+        Failure::input(format!(
+            "cannot write the ready file {}: {e}",
+            shown(&path.display().to_string())
+        ))
+    };
+    let mut file = File::create(&tmp).map_err(fail)?;
+    file.write_all(text.as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
+/// The link type of the file listen writes: what the path delivers, but
+/// Ethernet for GENEVE, whose protocol type picks a link type per packet
+/// (the writer puts an Ethernet header in front of the others).
+fn file_link(path: &SourcePath) -> LinkType {
+    match path.encap {
+        Encap::Geneve => LinkType::En10Mb,
+        _ => path.link_type,
+    }
+}
+
+fn write_packet(w: &mut PcapNgWriter<BufWriter<File>>, p: &Packet<'_>) -> Result<(), Failure> {
+    let mut comment = tunnel_comment(p);
+    if p.link_type != w.link_type() {
+        // Say what arrived behind the synthesized Ethernet header.
+        let sep = if comment.is_empty() { "" } else { " " };
+        comment = format!("{comment}{sep}link={}", p.link_type.token());
+    }
+    w.write(p.link_type, p.timestamp, p.data, p.wire_len, Some(&comment))
+        .map_err(|e| Failure::runtime(format!("cannot write packets: {e}")))
 }
 
 /// What the tunnel said about a packet, kept as its pcapng comment:
@@ -163,11 +268,12 @@ fn tunnel_comment(p: &Packet<'_>) -> String {
     parts.join(" ")
 }
 
-fn open_writer(path: &PathBuf) -> Result<PcapNgWriter<BufWriter<File>>, Failure> {
-    let file = File::create(path)
-        .map_err(|e| Failure::input(format!("cannot create {}: {e}", path.display())))?;
-    PcapNgWriter::new(BufWriter::new(file))
-        .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))
+fn open_writer(path: &Path, link: LinkType) -> Result<PcapNgWriter<BufWriter<File>>, Failure> {
+    let name = || shown(&path.display().to_string());
+    let file =
+        File::create(path).map_err(|e| Failure::input(format!("cannot create {}: {e}", name())))?;
+    PcapNgWriter::new(BufWriter::new(file), link)
+        .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", name())))
 }
 
 /// Sleeps until the source's fd is readable, at most 100 ms (so signals,
@@ -175,7 +281,8 @@ fn open_writer(path: &PathBuf) -> Result<PcapNgWriter<BufWriter<File>>, Failure>
 fn wait(fd: i32, deadline: Option<Instant>) {
     let mut ms = 100i32;
     if let Some(d) = deadline {
-        ms = ms.min(d.saturating_duration_since(Instant::now()).as_millis() as i32);
+        let left = d.saturating_duration_since(Instant::now()).as_millis();
+        ms = ms.min(left.min(100) as i32);
     }
     let mut pfd = libc::pollfd {
         fd,
@@ -238,9 +345,13 @@ fn reject_detail(s: &Stats) -> String {
     }
 }
 
-fn summary(s: &Stats, elapsed: Duration) -> String {
+fn summary(s: &Stats, elapsed: Duration, beyond_count: u64) -> String {
+    let beyond = match beyond_count {
+        0 => String::new(),
+        n => format!(" ({n} past -c, not written)"),
+    };
     format!(
-        "received {} datagrams ({} bytes) in {:.3} s: delivered {}, rejected {}{}, truncated {}, kernel drops {}",
+        "received {} datagrams ({} bytes) in {:.3} s: delivered {}{beyond}, rejected {}{}, truncated {}, kernel drops {}",
         s.received,
         s.bytes,
         elapsed.as_secs_f64(),
@@ -252,19 +363,20 @@ fn summary(s: &Stats, elapsed: Duration) -> String {
     )
 }
 
-fn json(s: &Stats, src: &Source, elapsed: Duration) -> String {
+fn json(s: &Stats, src: &Source, elapsed: Duration, beyond_count: u64) -> String {
     let rejects: Vec<String> = Reject::ALL
         .iter()
         .map(|r| format!("\"{}\":{}", r.name(), s.rejected_for(*r)))
         .collect();
     let rb = src.recv_buffer();
     format!(
-        "{{\"path\":\"{}\",\"receiver\":\"{}\",\"received\":{},\"bytes\":{},\"delivered\":{},\"rejected\":{},\"rejected_by_reason\":{{{}}},\"truncated\":{},\"kernel_drops\":{},\"receive_errors\":{},\"coalesced\":{},\"recv_buffer_requested\":{},\"recv_buffer_granted\":{},\"elapsed_s\":{:.6}}}",
+        "{{\"path\":\"{}\",\"receiver\":\"{}\",\"received\":{},\"bytes\":{},\"delivered\":{},\"beyond_count\":{},\"rejected\":{},\"rejected_by_reason\":{{{}}},\"truncated\":{},\"kernel_drops\":{},\"receive_errors\":{},\"coalesced\":{},\"recv_buffer_requested\":{},\"recv_buffer_granted\":{},\"elapsed_s\":{:.6}}}",
         src.path(),
         src.receiver_kind().name(),
         s.received,
         s.bytes,
         s.delivered,
+        beyond_count,
         s.rejected_total(),
         rejects.join(","),
         s.truncated,

@@ -8,8 +8,10 @@ mod listen;
 mod replay;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use zeek_udp_source::path::shown;
 
 /// Replay traffic into a VXLAN/GENEVE tunnel, or listen on one, as the
 /// Zeek packet source would.
@@ -65,6 +67,22 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// The longest --duration: about 136 years, far from the clock's range.
+const MAX_SECONDS: f64 = u32::MAX as f64;
+
+/// Parses a number of seconds greater than 0 and at most [`MAX_SECONDS`]
+/// (`inf`, `nan`, negative and huge values are refused, not clamped).
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let range = format!("expected a number of seconds greater than 0 and at most {MAX_SECONDS}");
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("'{}' is not a number: {range}", shown(text)))?;
+    if !(seconds > 0.0 && seconds <= MAX_SECONDS) {
+        return Err(format!("{} is out of range: {range}", shown(text)));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{e}: {range}"))
 }
 
 /// Whether stderr is a terminal (progress output only goes there).
