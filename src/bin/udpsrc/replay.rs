@@ -197,7 +197,9 @@ fn prepare(
             ))
         })?;
         let (link, inner) = ethernet_if_needed(enc.encap, link, &p.data);
-        let hash = flow_key(link, &inner).map_or(0, |k| k.hash());
+        // Its length on the wire: the trace's, and any Ethernet header added.
+        let wire_len = p.orig_len as usize + (inner.len() - p.data.len());
+        let hash = flow_key(link, &inner, wire_len).map_or(0, |k| k.hash());
         let sender = senders.for_hash(hash)?;
         let mut bytes = Vec::with_capacity(inner.len() + 96);
         enc.encode(&inner, link, &mut bytes);
