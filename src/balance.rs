@@ -6,15 +6,24 @@
 //!
 //! The program sees the UDP payload (offset 0 is the first tunnel byte) and
 //! returns a socket index in bind order. It follows the tunnel to the inner
-//! IPv4 or IPv6 header (through Ethernet and one VLAN tag where there is
-//! one), XORs the two addresses and, for TCP, UDP and SCTP, the two ports
-//! (XOR does not care about direction), mixes the result and takes it
-//! modulo the number of workers. What it cannot parse goes to worker 0, and
-//! so does a datagram too short for a load (the kernel ends the program
-//! with 0 then).
+//! IPv4 or IPv6 header (through Ethernet and up to two VLAN tags where
+//! there are any, and over IPv6 extension headers), and computes
+//! [`FlowKey::hash`](crate::flow::FlowKey::hash): it XORs the addresses
+//! and, for TCP, UDP and SCTP outside fragments, the two ports (XOR does
+//! not care about direction), mixes the result and takes it modulo the
+//! number of workers. What it cannot parse goes to worker 0, and so does a
+//! datagram too short for a load (the kernel ends the program with 0 then).
+//! [`worker`] is the same choice in Rust, and tests/balance.rs holds the
+//! two together. The program trusts the inner length fields, which the
+//! flow key checks: only packets whose lengths lie can go apart.
 
+use crate::flow::{FlowKey, MIX_MULTIPLIER, MIX_ROUNDS};
 use crate::link::LinkType;
 use crate::path::Encap;
+use crate::wire::ethernet::{self, MAX_TAGS, TAGS};
+use crate::wire::geneve::{PROTO_ETHERNET, PROTO_IPV4, PROTO_IPV6};
+use crate::wire::ip::{DEST_OPTS, HOP_BY_HOP, MAX_EXT_HEADERS, ROUTING, SCTP, TCP, UDP};
+use crate::wire::{Geneve, Ipv6, Udp, Vxlan};
 
 /// One classic BPF instruction.
 pub type Insn = libc::sock_filter;
@@ -108,7 +117,12 @@ impl Asm {
             let insn = match op {
                 Op::Mark(_) => continue,
                 Op::Insn(code, k) => (code, 0, 0, k),
-                Op::Jeq(k, t, f) => (JMP | JEQ | K, rel(t), rel(f), k),
+                Op::Jeq(k, t, f) => {
+                    // ok: a program's shape depends on the encapsulation and
+                    // link type only, and the tests build every shape.
+                    debug_assert!(rel(t).max(rel(f)) <= 255, "a cBPF jump too long");
+                    (JMP | JEQ | K, rel(t), rel(f), k)
+                }
                 Op::Goto(l) => (JMP | JA, 0, 0, rel(Some(l)) as u32),
             };
             out.push(Insn {
@@ -127,10 +141,62 @@ impl Asm {
 pub fn program(encap: Encap, link: LinkType, workers: u32) -> Vec<Insn> {
     let mut a = Asm::default();
     let [eth, ip, ipv4, ipv6, ports, mix, worker0] = [(); 7].map(|()| a.label());
-    // Each encapsulation leaves the inner packet's offset in X.
+    tunnel(&mut a, encap, link, [eth, ip, worker0]);
+    a.mark(eth);
+    ethernet(&mut a, worker0);
+    a.goto(ip);
+    // Here, before the long IP part: a jump reaches 255 instructions at
+    // most. The kernel's check that memory is stored before it is loaded
+    // goes on past a return, so what follows one must store first.
+    a.mark(worker0);
+    a.i(RET | K, 0);
+    // IP at X: the version decides.
+    a.mark(ip);
+    a.i(STX, M_IP);
+    a.i(LD | B | IND, 0);
+    a.i(ALU | RSH | K, 4);
+    a.jeq(4, Some(ipv4), None);
+    a.jeq(6, Some(ipv6), None);
+    a.i(RET | K, 0);
+    a.mark(ipv4);
+    ipv4_fields(&mut a, ports, mix);
+    a.mark(ipv6);
+    ipv6_fields(&mut a, ports, mix);
+    // Ports at X: hash ^= sport ^ dport.
+    a.mark(ports);
+    a.i(LD | H | IND, 0);
+    a.i(ST, M_TMP);
+    a.i(LD | H | IND, 2);
+    a.i(LDX | W | MEM, M_TMP);
+    a.i(ALU | XOR | X, 0);
+    a.i(LDX | W | MEM, M_HASH);
+    a.i(ALU | XOR | X, 0);
+    a.i(ST, M_HASH);
+    // Mix the bits as FlowKey::hash does, then pick the worker.
+    a.mark(mix);
+    a.i(LD | MEM, M_HASH);
+    for _ in 0..MIX_ROUNDS {
+        a.i(ST, M_TMP);
+        a.i(ALU | RSH | K, 16);
+        a.i(LDX | W | MEM, M_TMP);
+        a.i(ALU | XOR | X, 0);
+        a.i(ALU | MUL | K, MIX_MULTIPLIER);
+    }
+    a.i(ST, M_TMP);
+    a.i(ALU | RSH | K, 16);
+    a.i(LDX | W | MEM, M_TMP);
+    a.i(ALU | XOR | X, 0);
+    a.i(ALU | MOD | K, workers.max(1));
+    a.i(RET | RET_A, 0);
+    a.finish()
+}
+
+/// Leaves the inner packet's offset in X and goes on to `eth` or `ip` (or
+/// `worker0`), by the encapsulation.
+fn tunnel(a: &mut Asm, encap: Encap, link: LinkType, [eth, ip, worker0]: [Label; 3]) {
     match encap {
         Encap::Vxlan => {
-            a.i(LDX | W | IMM, 8);
+            a.i(LDX | W | IMM, Vxlan::LEN as u32);
             a.goto(eth);
         }
         Encap::Raw | Encap::Skip(_) => {
@@ -146,60 +212,72 @@ pub fn program(encap: Encap, link: LinkType, workers: u32) -> Vec<Insn> {
             a.i(LD | B | ABS, 0); // X = 8 + 4 * option words
             a.i(ALU | AND | K, 0x3f);
             a.i(ALU | LSH | K, 2);
-            a.i(ALU | ADD | K, 8);
+            a.i(ALU | ADD | K, Geneve::BASE_LEN as u32);
             a.i(MISC | TAX, 0);
             if encap == Encap::Geneve {
                 a.i(LD | H | ABS, 2); // protocol type
-                a.jeq(0x6558, Some(eth), None);
-                a.jeq(0x0800, Some(ip), None);
-                a.jeq(0x86dd, Some(ip), Some(worker0));
+                a.jeq(PROTO_ETHERNET.into(), Some(eth), None);
+                a.jeq(PROTO_IPV4.into(), Some(ip), None);
+                a.jeq(PROTO_IPV6.into(), Some(ip), Some(worker0));
             } else {
-                // IP and UDP, then VXLAN, then the Ethernet frame.
-                let v4 = a.label();
-                a.i(LD | B | IND, 0);
-                a.i(ALU | RSH | K, 4);
-                a.jeq(4, Some(v4), None);
-                a.jeq(6, None, Some(worker0));
-                a.i(MISC | TXA, 0);
-                a.i(ALU | ADD | K, 40 + 8 + 8);
-                a.i(MISC | TAX, 0);
-                a.goto(eth);
-                a.mark(v4);
-                a.i(LD | B | IND, 0);
-                a.i(ALU | AND | K, 0x0f);
-                a.i(ALU | LSH | K, 2);
-                a.i(ALU | ADD | K, 8 + 8);
-                a.i(ALU | ADD | X, 0);
-                a.i(MISC | TAX, 0);
+                tunnel_ip_udp_vxlan(a, worker0);
             }
         }
     }
-    // Ethernet at X, at most one VLAN tag: on to the IP header.
-    a.mark(eth);
-    let etype = a.label();
-    a.i(LD | H | IND, 12);
-    a.jeq(0x8100, None, Some(etype));
-    a.i(MISC | TXA, 0);
-    a.i(ALU | ADD | K, 4);
-    a.i(MISC | TAX, 0);
-    a.i(LD | H | IND, 12);
-    a.mark(etype);
-    let known = a.label();
-    a.jeq(0x0800, Some(known), None);
-    a.jeq(0x86dd, None, Some(worker0));
-    a.mark(known);
-    a.i(MISC | TXA, 0);
-    a.i(ALU | ADD | K, 14);
-    a.i(MISC | TAX, 0);
-    // IP at X: the version decides.
-    a.mark(ip);
-    a.i(STX, M_IP);
+}
+
+/// geneve+vxlan: steps X over IP and UDP, then VXLAN, to the Ethernet
+/// frame. The tunnel's own IPv6 header is taken to have no extension
+/// headers, as tunnel endpoints write it.
+fn tunnel_ip_udp_vxlan(a: &mut Asm, worker0: Label) {
+    let over = (Udp::HEADER_LEN + Vxlan::LEN) as u32;
+    let v4 = a.label();
     a.i(LD | B | IND, 0);
     a.i(ALU | RSH | K, 4);
-    a.jeq(4, Some(ipv4), None);
-    a.jeq(6, Some(ipv6), Some(worker0));
-    // IPv4: hash = src ^ dst; ports follow the header for TCP, UDP, SCTP.
-    a.mark(ipv4);
+    a.jeq(4, Some(v4), None);
+    a.jeq(6, None, Some(worker0));
+    a.i(MISC | TXA, 0);
+    a.i(ALU | ADD | K, Ipv6::HEADER_LEN as u32 + over);
+    a.i(MISC | TAX, 0);
+    let eth = a.label();
+    a.goto(eth);
+    a.mark(v4);
+    a.i(LD | B | IND, 0);
+    a.i(ALU | AND | K, 0x0f);
+    a.i(ALU | LSH | K, 2);
+    a.i(ALU | ADD | K, over);
+    a.i(ALU | ADD | X, 0);
+    a.i(MISC | TAX, 0);
+    a.mark(eth);
+}
+
+/// Ethernet at X, with up to MAX_TAGS VLAN tags: on to the IP header
+/// that follows, or to `worker0`.
+fn ethernet(a: &mut Asm, worker0: Label) {
+    let [etype, known] = [(); 2].map(|()| a.label());
+    a.i(LD | H | IND, 12);
+    for _ in 0..MAX_TAGS {
+        let tag = a.label();
+        a.jeq(TAGS[0].into(), Some(tag), None);
+        a.jeq(TAGS[1].into(), None, Some(etype));
+        a.mark(tag);
+        a.i(MISC | TXA, 0);
+        a.i(ALU | ADD | K, 4);
+        a.i(MISC | TAX, 0);
+        a.i(LD | H | IND, 12);
+    }
+    a.mark(etype);
+    a.jeq(ethernet::IPV4.into(), Some(known), None);
+    a.jeq(ethernet::IPV6.into(), None, Some(worker0));
+    a.mark(known);
+    a.i(MISC | TXA, 0);
+    a.i(ALU | ADD | K, ethernet::HEADER_LEN as u32);
+    a.i(MISC | TAX, 0);
+}
+
+/// IPv4 at M_IP (and X): hash = src ^ dst; on to `ports` with X at the
+/// ports of TCP, UDP and SCTP when this is no fragment, else to `mix`.
+fn ipv4_fields(a: &mut Asm, ports: Label, mix: Label) {
     a.i(LD | W | IND, 12);
     a.i(ST, M_TMP);
     a.i(LD | W | IND, 16);
@@ -207,19 +285,26 @@ pub fn program(encap: Encap, link: LinkType, workers: u32) -> Vec<Insn> {
     a.i(ALU | XOR | X, 0);
     a.i(ST, M_HASH);
     a.i(LDX | W | MEM, M_IP);
-    let v4_ports = a.label();
+    let with_ports = a.label();
     a.i(LD | B | IND, 9);
-    protocols_with_ports(&mut a, v4_ports, mix);
-    a.mark(v4_ports);
+    protocols_with_ports(a, with_ports, mix);
+    a.mark(with_ports);
+    a.i(LD | H | IND, 6); // more fragments, fragment offset
+    a.i(ALU | AND | K, 0x3fff);
+    a.jeq(0, None, Some(mix));
     a.i(LD | B | IND, 0);
     a.i(ALU | AND | K, 0x0f);
     a.i(ALU | LSH | K, 2);
     a.i(ALU | ADD | X, 0);
     a.i(MISC | TAX, 0);
     a.goto(ports);
-    // IPv6: hash = XOR of the eight address words; ports right after the
-    // fixed header (extension headers go unhashed).
-    a.mark(ipv6);
+}
+
+/// IPv6 at M_IP: hash = XOR of the eight address words; then a walk over
+/// up to MAX_EXT_HEADERS extension headers, as the IPv6 view walks them,
+/// to the ports of TCP, UDP and SCTP (to `ports`). A Fragment header, or
+/// anything else, goes to `mix`.
+fn ipv6_fields(a: &mut Asm, ports: Label, mix: Label) {
     a.i(LD | IMM, 0);
     a.i(ST, M_HASH);
     for word in 0..8 {
@@ -229,50 +314,61 @@ pub fn program(encap: Encap, link: LinkType, workers: u32) -> Vec<Insn> {
         a.i(ALU | XOR | X, 0);
         a.i(ST, M_HASH);
     }
+    // A = next header, X = what follows the fixed header.
     a.i(LDX | W | MEM, M_IP);
-    let v6_ports = a.label();
     a.i(LD | B | IND, 6);
-    protocols_with_ports(&mut a, v6_ports, mix);
-    a.mark(v6_ports);
+    a.i(ST, M_TMP);
     a.i(MISC | TXA, 0);
-    a.i(ALU | ADD | K, 40);
+    a.i(ALU | ADD | K, Ipv6::HEADER_LEN as u32);
     a.i(MISC | TAX, 0);
-    // Ports at X: hash ^= sport ^ dport.
-    a.mark(ports);
-    a.i(LD | H | IND, 0);
-    a.i(ST, M_TMP);
-    a.i(LD | H | IND, 2);
-    a.i(LDX | W | MEM, M_TMP);
-    a.i(ALU | XOR | X, 0);
-    a.i(LDX | W | MEM, M_HASH);
-    a.i(ALU | XOR | X, 0);
-    a.i(ST, M_HASH);
-    // Mix the bits (an integer hash's two rounds), then pick the worker.
-    a.mark(mix);
-    a.i(LD | MEM, M_HASH);
-    for _ in 0..2 {
+    a.i(LD | MEM, M_TMP);
+    // Jumps stay short through these two.
+    let [to_ports, to_mix] = [(); 2].map(|()| a.label());
+    for step in 0..=MAX_EXT_HEADERS {
+        let with_ports = a.label();
+        a.jeq(TCP.into(), Some(with_ports), None);
+        a.jeq(UDP.into(), Some(with_ports), None);
+        a.jeq(SCTP.into(), Some(with_ports), None);
+        if step == MAX_EXT_HEADERS {
+            a.goto(to_mix);
+            a.mark(with_ports);
+            a.goto(to_ports);
+            break;
+        }
+        let ext = a.label();
+        a.jeq(HOP_BY_HOP.into(), Some(ext), None);
+        a.jeq(ROUTING.into(), Some(ext), None);
+        a.jeq(DEST_OPTS.into(), Some(ext), Some(to_mix));
+        a.mark(with_ports);
+        a.goto(to_ports);
+        // X += (length + 1) * 8; A = its next header.
+        a.mark(ext);
+        a.i(LD | B | IND, 1);
+        a.i(ALU | ADD | K, 1);
+        a.i(ALU | LSH | K, 3);
+        a.i(ALU | ADD | X, 0);
         a.i(ST, M_TMP);
-        a.i(ALU | RSH | K, 16);
+        a.i(LD | B | IND, 0);
         a.i(LDX | W | MEM, M_TMP);
-        a.i(ALU | XOR | X, 0);
-        a.i(ALU | MUL | K, 0x045d_9f3b);
     }
-    a.i(ST, M_TMP);
-    a.i(ALU | RSH | K, 16);
-    a.i(LDX | W | MEM, M_TMP);
-    a.i(ALU | XOR | X, 0);
-    a.i(ALU | MOD | K, workers.max(1));
-    a.i(RET | RET_A, 0);
-    a.mark(worker0);
-    a.i(RET | K, 0);
-    a.finish()
+    a.mark(to_mix);
+    a.goto(mix);
+    a.mark(to_ports);
+    a.goto(ports);
 }
 
 /// With the protocol number in A: TCP, UDP and SCTP carry ports.
 fn protocols_with_ports(a: &mut Asm, ports: Label, none: Label) {
-    a.jeq(6, Some(ports), None);
-    a.jeq(17, Some(ports), None);
-    a.jeq(132, Some(ports), Some(none));
+    a.jeq(TCP.into(), Some(ports), None);
+    a.jeq(UDP.into(), Some(ports), None);
+    a.jeq(SCTP.into(), Some(ports), Some(none));
+}
+
+/// The worker the program picks for a packet of this flow (`None`: a
+/// packet it cannot parse), computed in Rust: what tests, and people
+/// asking where a flow will go, check the program against.
+pub fn worker(flow: Option<&FlowKey>, workers: u32) -> u32 {
+    flow.map_or(0, |f| f.hash() % workers.max(1))
 }
 
 /// Runs a program over a datagram the way the kernel does, for tests and
@@ -344,4 +440,63 @@ pub fn run(prog: &[Insn], data: &[u8]) -> u32 {
         }
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the kernel's bpf_check_classic (net/core/filter.c) refuses a
+    /// program for, of what this module could get wrong: jumps out of the
+    /// program, a last instruction that does not return, memory loaded
+    /// before it is stored on some path (a check that runs straight on past
+    /// a return), division by a constant 0.
+    fn kernel_refusal(prog: &[Insn]) -> Option<String> {
+        let n = prog.len();
+        let mut masks = vec![u16::MAX; n];
+        let mut valid = 0u16;
+        for (pc, i) in prog.iter().enumerate() {
+            valid &= masks[pc];
+            let (jt, jf, k) = (usize::from(i.jt), usize::from(i.jf), i.k as usize);
+            match i.code {
+                ST | STX => valid |= 1 << k,
+                c if (c == LD | MEM || c == LDX | MEM) && valid & (1 << k) == 0 => {
+                    return Some(format!("{pc}: M[{k}] loaded before it is stored"));
+                }
+                c if c == JMP | JA => {
+                    if pc + 1 + k >= n {
+                        return Some(format!("{pc}: jump out"));
+                    }
+                    masks[pc + 1 + k] &= valid;
+                    valid = u16::MAX;
+                }
+                c if c & 0x07 == JMP => {
+                    if pc + 1 + jt.max(jf) >= n {
+                        return Some(format!("{pc}: jump out"));
+                    }
+                    masks[pc + 1 + jt] &= valid;
+                    masks[pc + 1 + jf] &= valid;
+                    valid = u16::MAX;
+                }
+                c if c == ALU | MOD | K && k == 0 => return Some(format!("{pc}: % 0")),
+                _ => {}
+            }
+        }
+        match prog.last() {
+            Some(i) if i.code & 0x07 == RET => None,
+            _ => Some("the last instruction does not return".into()),
+        }
+    }
+
+    #[test]
+    fn the_kernel_would_take_every_program() {
+        for token in ["vxlan", "geneve", "geneve+vxlan", "raw", "skip=8"] {
+            let encap = Encap::parse_token(token).unwrap();
+            for link in [LinkType::En10Mb, LinkType::Raw, LinkType::Ppp] {
+                let prog = program(encap, link, 3);
+                assert!(prog.len() <= 4096, "{encap} {link:?}: too long");
+                assert_eq!(kernel_refusal(&prog), None, "{encap} {link:?}");
+            }
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use crate::link::LinkType;
 use crate::path::Encap;
 use crate::wire::geneve::{PROTO_ETHERNET, PROTO_IPV4, PROTO_IPV6, PROTO_PPP};
-use crate::wire::{Geneve, Vxlan};
+use crate::wire::{Geneve, Udp, Vxlan};
 
 /// The IANA VXLAN port, the destination inside `geneve+vxlan`.
 const VXLAN_PORT: u16 = 4789;
@@ -65,15 +65,12 @@ impl Encoder {
             PROTO_IPV6
         };
         Geneve::emit(self.geneve_vni, proto, &self.geneve_options, out);
-        let udp_len = (8 + Vxlan::LEN + inner_len) as u16;
+        let udp_len = (Udp::HEADER_LEN + Vxlan::LEN + inner_len) as u16;
         match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => ipv4_header(s.octets(), d.octets(), udp_len, out),
             (s, d) => ipv6_header(v6_octets(s), v6_octets(d), udp_len, out),
         }
-        let sport = 49152u16.to_be_bytes();
-        let dport = VXLAN_PORT.to_be_bytes();
-        let len = udp_len.to_be_bytes();
-        out.extend_from_slice(&[sport[0], sport[1], dport[0], dport[1], len[0], len[1], 0, 0]);
+        Udp::emit(49152, VXLAN_PORT, udp_len, out);
         Vxlan::emit(self.vxlan_vni, out);
     }
 }

@@ -1,54 +1,59 @@
-//! A symmetric hash of an inner packet's flow: both directions of a
-//! connection hash alike, so a replayed trace can give each flow one outer
-//! UDP source port (RFC 7348 section 5, RFC 8926 section 3.3) and
-//! SO_REUSEPORT balancing stays flow-consistent.
+//! The inner packet's flow, one key for every place that needs it: both
+//! directions of a connection get one key and one hash, so a replayed
+//! trace can give each flow one outer UDP source port (RFC 7348 section 5,
+//! RFC 8926 section 3.3), the balancing program ([`crate::balance`]) sends
+//! each flow to one worker, and per-flow state can be keyed by it.
+//!
+//! [`FlowKey::hash`] is the hash that the balancing program computes in the
+//! kernel, written again in Rust; tests/balance.rs holds the two together.
 
 use crate::link::LinkType;
-use crate::wire::ethernet;
+use crate::wire::ip::{SCTP, TCP, UDP};
+use crate::wire::{Ip, ethernet};
 
-/// The endpoints of a packet's flow, as far as they could be found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The multiplier of each mixing round (an integer hash's, "hash prospector").
+pub const MIX_MULTIPLIER: u32 = 0x045d_9f3b;
+/// Mixing rounds; a final `h ^= h >> 16` follows them.
+pub const MIX_ROUNDS: usize = 2;
+
+/// The endpoints of a packet's flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     /// Lower endpoint (address bytes, port), so both directions agree.
+    /// IPv4 addresses are the last four bytes, after zeros.
     pub a: ([u8; 16], u16),
     /// Higher endpoint.
     pub b: ([u8; 16], u16),
-    /// IP protocol number.
+    /// IP protocol number (for IPv6, after the extension headers).
     pub proto: u8,
 }
 
-/// The flow of a packet of this link type, or `None` when it is not IP.
-pub fn flow_key(link: LinkType, packet: &[u8]) -> Option<FlowKey> {
+/// The flow of a packet of this link type, `wire_len` bytes long on the
+/// wire of which `packet` was captured; `None` when it is not IP, is
+/// malformed, or its ports were not captured.
+///
+/// Ports count for TCP, UDP and SCTP, and not in fragments (the first one
+/// included), so that every fragment of a packet has the flow of the others.
+pub fn flow_key(link: LinkType, packet: &[u8], wire_len: usize) -> Option<FlowKey> {
     let ip = match link {
         LinkType::Raw => packet,
         LinkType::En10Mb => ethernet::ip_payload(packet)?,
         LinkType::Ppp => return None,
     };
-    let (src, dst, proto, l4) = match ip.first()? >> 4 {
-        4 if ip.len() >= 20 => {
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            let mut s = [0u8; 16];
-            let mut d = [0u8; 16];
-            s[12..].copy_from_slice(&ip[12..16]);
-            d[12..].copy_from_slice(&ip[16..20]);
-            let first_fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
-            let l4 = if first_fragment { ip.get(ihl..) } else { None };
-            (s, d, ip[9], l4)
+    let link_len = packet.len() - ip.len();
+    let ip = Ip::new_checked(ip, wire_len.max(packet.len()) - link_len).ok()?;
+    let proto = ip.protocol();
+    let (sport, dport) = match proto {
+        TCP | UDP | SCTP if !ip.is_fragment() => {
+            let l4 = ip.payload().get(..4)?;
+            (
+                u16::from_be_bytes([l4[0], l4[1]]),
+                u16::from_be_bytes([l4[2], l4[3]]),
+            )
         }
-        6 if ip.len() >= 40 => {
-            let s: [u8; 16] = ip[8..24].try_into().ok()?;
-            let d: [u8; 16] = ip[24..40].try_into().ok()?;
-            (s, d, ip[6], ip.get(40..))
-        }
-        _ => return None,
-    };
-    let (sport, dport) = match (proto, l4) {
-        (6 | 17 | 132, Some(l4)) if l4.len() >= 4 => (
-            u16::from_be_bytes([l4[0], l4[1]]),
-            u16::from_be_bytes([l4[2], l4[3]]),
-        ),
         _ => (0, 0),
     };
+    let (src, dst) = ip.addresses();
     let (a, b) = if (src, sport) <= (dst, dport) {
         ((src, sport), (dst, dport))
     } else {
@@ -58,20 +63,22 @@ pub fn flow_key(link: LinkType, packet: &[u8]) -> Option<FlowKey> {
 }
 
 impl FlowKey {
-    /// A 32-bit FNV-1a hash of the key; equal for both directions.
+    /// The symmetric flow hash: the XOR of the address words and the ports
+    /// (XOR ignores direction), mixed. It is what the balancing program
+    /// computes, so that `hash() % workers` is the worker it picks.
     pub fn hash(&self) -> u32 {
-        let mut h: u32 = 0x811c_9dc5;
-        let mut eat = |bytes: &[u8]| {
-            for b in bytes {
-                h ^= u32::from(*b);
-                h = h.wrapping_mul(0x0100_0193);
-            }
+        let words = |a: &[u8; 16]| {
+            a.chunks(4)
+                .fold(0, |h, w| h ^ u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
         };
-        eat(&self.a.0);
-        eat(&self.a.1.to_be_bytes());
-        eat(&self.b.0);
-        eat(&self.b.1.to_be_bytes());
-        eat(&[self.proto]);
-        h
+        mix(words(&self.a.0) ^ words(&self.b.0) ^ u32::from(self.a.1) ^ u32::from(self.b.1))
     }
+}
+
+/// Spreads the bits of the XORed fields over the whole word.
+fn mix(mut h: u32) -> u32 {
+    for _ in 0..MIX_ROUNDS {
+        h = ((h >> 16) ^ h).wrapping_mul(MIX_MULTIPLIER);
+    }
+    (h >> 16) ^ h
 }

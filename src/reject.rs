@@ -29,11 +29,17 @@ pub enum Reject {
     EmptyInner,
     /// The sender is not on the path's `allow=` list.
     SourceNotAllowed,
+    /// geneve+vxlan: the IP length field after GENEVE claims more than the
+    /// datagram's wire length, or less than the IP header.
+    InnerIpLength,
+    /// geneve+vxlan: the UDP length field after GENEVE claims more than its
+    /// IP packet holds, or less than the UDP header.
+    InnerUdpLength,
 }
 
 impl Reject {
     /// Number of reasons; the length of per-reason counter arrays.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 13;
 
     /// Every reason, in counter order.
     pub const ALL: [Reject; Reject::COUNT] = [
@@ -48,6 +54,8 @@ impl Reject {
         Reject::SkipBeyondDatagram,
         Reject::EmptyInner,
         Reject::SourceNotAllowed,
+        Reject::InnerIpLength,
+        Reject::InnerUdpLength,
     ];
 
     /// Stable name, used for the Zeek weird, statistics and JSON keys.
@@ -69,6 +77,8 @@ impl Reject {
             Reject::SkipBeyondDatagram => c"skip_beyond_datagram",
             Reject::EmptyInner => c"tunnel_without_inner_packet",
             Reject::SourceNotAllowed => c"udp_source_not_allowed",
+            Reject::InnerIpLength => c"geneve_vxlan_bad_inner_ip_length",
+            Reject::InnerUdpLength => c"geneve_vxlan_bad_inner_udp_length",
         }
     }
 
@@ -86,6 +96,12 @@ impl Reject {
             Reject::SkipBeyondDatagram => "skip=N reaches past the end of the datagram",
             Reject::EmptyInner => "tunnel header with no packet inside",
             Reject::SourceNotAllowed => "sender not on the path's allow= list",
+            Reject::InnerIpLength => {
+                "IP length after GENEVE is longer than the datagram or shorter than its header"
+            }
+            Reject::InnerUdpLength => {
+                "UDP length after GENEVE is longer than its IP packet or shorter than 8"
+            }
         }
     }
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use pcap_file::pcapng::{Block, PcapNgReader};
 
+use crate::wire::{Ip, Udp, ethernet};
+
 /// One captured packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TracePacket {
@@ -170,15 +172,33 @@ fn read_pcapng(file: impl Read) -> Result<Vec<TracePacket>, pcap_file::PcapError
     Ok(out)
 }
 
-/// The outer UDP payload (the tunnel datagram) of a captured frame:
-/// Ethernet (with VLAN tags), raw IP or Linux cooked capture, then IPv4 or
-/// IPv6, then UDP. `None` when the frame holds no UDP.
+impl TracePacket {
+    /// The outer UDP datagram of the frame (its payload is the tunnel
+    /// datagram): Ethernet (with VLAN tags), raw IP or Linux cooked capture,
+    /// then IPv4 or IPv6, then UDP, each cut at its length field and checked
+    /// against the frame's length on the wire. `None` when the frame holds
+    /// no UDP, or only a later fragment of it.
+    pub fn outer_udp(&self) -> Option<Udp<'_>> {
+        outer_udp(self.linktype, &self.data, self.orig_len as usize)
+    }
+}
+
+/// The outer UDP payload of a frame captured whole; see
+/// [`TracePacket::outer_udp`].
 pub fn udp_payload(linktype: u32, frame: &[u8]) -> Option<&[u8]> {
+    outer_udp(linktype, frame, frame.len()).map(|udp| udp.payload())
+}
+
+fn outer_udp(linktype: u32, frame: &[u8], wire_len: usize) -> Option<Udp<'_>> {
     let ip = match linktype {
-        1 => crate::wire::ethernet::ip_payload(frame)?,
+        1 => ethernet::ip_payload(frame)?,
         101 | 12 | 14 => frame,
         113 => frame.get(16..)?, // LINKTYPE_LINUX_SLL
         _ => return None,
     };
-    crate::wire::ip::udp_payload(ip).ok()
+    let link_len = frame.len() - ip.len();
+    let ip = Ip::new_checked(ip, wire_len.max(frame.len()) - link_len)
+        .ok()
+        .filter(Ip::has_udp_header)?;
+    Udp::new_checked(ip.payload(), ip.payload_len()).ok()
 }

@@ -8,8 +8,11 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use common::*;
-use zeek_udp_source::balance::{program, run};
+use zeek_udp_source::balance::{program, run, worker};
+use zeek_udp_source::decap::Decapsulator;
 use zeek_udp_source::encap::Encoder;
+use zeek_udp_source::flow::flow_key;
+use zeek_udp_source::wire::ip::MAX_EXT_HEADERS;
 use zeek_udp_source::{Encap, LinkType, Source};
 
 /// A pseudo-random flow: (src ip, dst ip, sport, dport, tcp?), v4 or v6.
@@ -185,6 +188,122 @@ fn the_program_is_symmetric_and_even_for_every_encapsulation() {
     }
 }
 
+/// IPv6 extension headers of these types (8 bytes each) in front of what
+/// follows the fixed header of an Ethernet/IPv6 frame.
+fn with_ipv6_ext(frame: &[u8], types: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let (ip, next) = (14, frame[14 + 6]);
+    let mut chain: Vec<u8> = Vec::new();
+    for (i, _) in types.iter().enumerate() {
+        chain.extend([*types.get(i + 1).unwrap_or(&next), 0, 0, 0, 0, 0, 0, 7]);
+    }
+    f[ip + 6] = types[0];
+    let len = u16::from_be_bytes([f[ip + 4], f[ip + 5]]) + chain.len() as u16;
+    f[ip + 4..ip + 6].copy_from_slice(&len.to_be_bytes());
+    f.splice(ip + 40..ip + 40, chain);
+    f
+}
+
+/// The inner frames of a flow in one direction, in every shape the program
+/// reads: VLAN tags, fragments, extension headers, no ports, not IP.
+fn shapes(f: &(Vec<u8>, Vec<u8>, u16, u16, bool), reverse: bool) -> Vec<(&'static str, Vec<u8>)> {
+    let plain = frame(f, reverse, false);
+    let mut out = vec![
+        ("plain", plain.clone()),
+        ("802.1Q", frame(f, reverse, true)),
+    ];
+    let mut qinq = frame(f, reverse, true);
+    qinq.splice(12..12, [0x88, 0xa8, 0x00, 0x05]);
+    out.push(("QinQ", qinq));
+    if f.0.len() == 4 {
+        let mut first = plain.clone();
+        first[14 + 6] = 0x20;
+        out.push(("first fragment", first));
+        let mut later = plain.clone();
+        later[14 + 6..14 + 8].copy_from_slice(&[0, 2]);
+        later[14 + 20..].fill(0x5a);
+        out.push(("later fragment", later));
+        let mut icmp = plain.clone();
+        icmp[14 + 9] = 1;
+        out.push(("ICMP", icmp));
+    } else {
+        out.push(("hop-by-hop, dest opts", with_ipv6_ext(&plain, &[0, 60])));
+        out.push(("IPv6 fragment", with_ipv6_ext(&plain, &[44])));
+        let bound = [60; MAX_EXT_HEADERS];
+        out.push((
+            "extension headers to the bound",
+            with_ipv6_ext(&plain, &bound),
+        ));
+        let beyond = [60; MAX_EXT_HEADERS + 1];
+        out.push(("beyond the bound", with_ipv6_ext(&plain, &beyond)));
+    }
+    let mut arp = plain;
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    out.push(("ARP", arp));
+    out
+}
+
+#[test]
+fn the_program_picks_the_worker_the_flow_key_names() {
+    let workers = 5;
+    // (encap, path link type, inner as raw IP, IPv6 tunnel for geneve+vxlan)
+    let setups = [
+        (Encap::Vxlan, LinkType::En10Mb, false, false),
+        (Encap::Geneve, LinkType::En10Mb, false, false),
+        (Encap::Geneve, LinkType::En10Mb, true, false),
+        (Encap::GeneveVxlan, LinkType::En10Mb, false, false),
+        (Encap::GeneveVxlan, LinkType::En10Mb, false, true),
+        (Encap::Raw, LinkType::Raw, true, false),
+        (Encap::Raw, LinkType::En10Mb, false, false),
+        (Encap::Skip(8), LinkType::En10Mb, false, false),
+    ];
+    let mut spread = HashSet::new();
+    for (encap, link, raw, v6_tunnel) in setups {
+        let prog = program(encap, link, workers);
+        let decap = Decapsulator::new(encap, link);
+        for i in 0..200 {
+            let f = flow(i, i % 2 == 0);
+            for (what, mut inner) in shapes(&f, i % 3 == 0) {
+                let inner_link = if raw {
+                    // Drop Ethernet and its tags: not IP then is not IP either.
+                    let ip = zeek_udp_source::wire::ethernet::ip_payload(&inner).unwrap_or(&[]);
+                    inner = ip.to_vec();
+                    LinkType::Raw
+                } else {
+                    LinkType::En10Mb
+                };
+                if inner.is_empty() {
+                    continue;
+                }
+                let d = encode(encap, &inner, inner_link, v6_tunnel);
+                let got = decap.decap(&d).unwrap();
+                let packet = &d[got.captured(d.len())];
+                let key = flow_key(got.link_type, packet, got.wire_len);
+                let want = worker(key.as_ref(), workers);
+                assert_eq!(run(&prog, &d), want, "{encap} {link:?} {what}, flow {i}");
+                spread.insert(want);
+            }
+        }
+    }
+    assert_eq!(spread.len(), workers as usize, "every worker is picked");
+}
+
+#[test]
+fn every_fragment_of_a_packet_goes_to_one_worker() {
+    let prog = program(Encap::Vxlan, LinkType::En10Mb, 8);
+    let mut apart = 0;
+    for i in 0..100 {
+        let f = flow(i, false);
+        let shapes = shapes(&f, false);
+        let pick = |name: &str| {
+            let (_, inner) = shapes.iter().find(|s| s.0 == name).unwrap();
+            run(&prog, &encode(Encap::Vxlan, inner, LinkType::En10Mb, false))
+        };
+        apart += usize::from(pick("first fragment") != pick("later fragment"));
+    }
+    assert_eq!(apart, 0, "fragments of a packet split over workers");
+}
+
 #[test]
 fn what_cannot_be_parsed_goes_to_worker_0() {
     let prog = program(Encap::Vxlan, LinkType::En10Mb, 8);
@@ -247,7 +366,7 @@ fn the_kernel_keeps_each_flow_on_one_socket_of_the_group() {
             let before = total;
             for (w, src) in sources.iter_mut().enumerate() {
                 while let Some(p) = src.next_packet().unwrap() {
-                    let key = zeek_udp_source::flow::flow_key(LinkType::En10Mb, p.data).unwrap();
+                    let key = flow_key(LinkType::En10Mb, p.data, p.wire_len).unwrap();
                     where_
                         .entry(format!("{key:?}").into_bytes())
                         .or_default()

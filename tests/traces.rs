@@ -164,6 +164,25 @@ fn reference_inner(encap: &str, d: &[u8]) -> Vec<u8> {
     }
 }
 
+/// The outer UDP payloads at their length on the wire: where the capture
+/// cut a frame short, the bytes it lost come back as zeros (as `udpsrc
+/// replay --passthrough` sends them), so the inner length fields hold.
+fn at_wire_length(path: &std::path::Path) -> Vec<Vec<u8>> {
+    trace::read(path)
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            let sliced = etherparse::LaxSlicedPacket::from_ethernet(&p.data).ok()?;
+            let etherparse::TransportSlice::Udp(udp) = sliced.transport? else {
+                return None;
+            };
+            let mut d = udp.payload().to_vec();
+            d.resize(d.len().max(usize::from(udp.length()) - 8), 0);
+            Some(d)
+        })
+        .collect()
+}
+
 #[test]
 fn replayed_traces_give_their_inner_frames() {
     let Some(dir) = traces_dir() else {
@@ -172,7 +191,7 @@ fn replayed_traces_give_their_inner_frames() {
     };
     for kind in receivers() {
         for facts in FILES {
-            let sent = common::outer_udp_payloads(&dir.join(facts.file));
+            let sent = at_wire_length(&dir.join(facts.file));
             assert!(!sent.is_empty(), "{}: no UDP in trace", facts.file);
             let mut src = open(kind, "127.0.0.1", facts.encap);
             let _tx = send_all(src.local_addr().unwrap(), &sent);
@@ -235,27 +254,40 @@ fn replayed_traces_give_their_inner_frames() {
     }
 }
 
-#[test]
-fn truncated_geneve_capture_is_rejected_not_delivered() {
+/// Sends the outer UDP payloads of `file` as they were captured and
+/// checks that every one is rejected for `reason`.
+fn captured_datagrams_are_rejected(file: &str, encap: &str, reason: Reject) {
     let Some(dir) = traces_dir() else {
         common::skipped(module_path!(), "../shared/traces not found");
         return;
     };
-    // The capture's datagram holds a GENEVE header and an option, no packet.
-    let sent = common::outer_udp_payloads(&dir.join("geneve-truncated.pcapng"));
+    let sent = common::outer_udp_payloads(&dir.join(file));
     assert!(!sent.is_empty());
     for kind in receivers() {
-        let mut src = open(kind, "127.0.0.1", "geneve");
+        let mut src = open(kind, "127.0.0.1", encap);
         let _tx = send_all(src.local_addr().unwrap(), &sent);
         let got = collect(&mut src, sent.len() as u64, Duration::from_secs(5));
         assert!(got.is_empty(), "{kind:?}");
         let s = src.stats();
-        assert_eq!(
-            s.rejected_for(Reject::EmptyInner),
-            sent.len() as u64,
-            "{kind:?}: {s:?}"
-        );
+        assert_eq!(s.rejected_for(reason), sent.len() as u64, "{kind:?}: {s:?}");
     }
+}
+
+#[test]
+fn truncated_geneve_capture_is_rejected_not_delivered() {
+    // The capture's datagram holds a GENEVE header and an option, no packet.
+    captured_datagrams_are_rejected("geneve-truncated.pcapng", "geneve", Reject::EmptyInner);
+}
+
+#[test]
+fn truncated_geneve_vxlan_capture_sent_as_captured_is_rejected_for_its_lengths() {
+    // Cut by the capture's snap length: the IP header after GENEVE claims
+    // more bytes than such a datagram holds.
+    captured_datagrams_are_rejected(
+        "geneve-vxlan-dns-truncated.pcap",
+        "geneve+vxlan",
+        Reject::InnerIpLength,
+    );
 }
 
 #[test]
@@ -269,7 +301,7 @@ fn library_finds_the_same_udp_payloads_as_etherparse() {
         let ours: Vec<Vec<u8>> = trace::read(&path)
             .unwrap()
             .iter()
-            .filter_map(|p| trace::udp_payload(p.linktype, &p.data).map(<[u8]>::to_vec))
+            .filter_map(|p| p.outer_udp().map(|udp| udp.payload().to_vec()))
             .collect();
         assert_eq!(ours, common::outer_udp_payloads(&path), "{}", facts.file);
     }

@@ -173,13 +173,17 @@ fn prepare(
     for p in packets {
         let offset = p.timestamp.saturating_sub(first);
         if args.passthrough {
-            let Some(payload) = trace::udp_payload(p.linktype, &p.data) else {
+            let Some(udp) = p.outer_udp() else {
                 skipped += 1;
                 continue;
             };
-            let sender = senders.for_hash(outer_sport(p).map_or(0, u32::from))?;
+            let sender = senders.for_hash(u32::from(udp.src_port()))?;
+            // The bytes a short snap length cut off go out as zeros: the
+            // datagram keeps its length, so the length fields inside hold.
+            let mut bytes = udp.payload().to_vec();
+            bytes.resize(udp.payload_len(), 0);
             out.push(Datagram {
-                bytes: payload.to_vec(),
+                bytes,
                 sender,
                 offset,
             });
@@ -193,7 +197,9 @@ fn prepare(
             ))
         })?;
         let (link, inner) = ethernet_if_needed(enc.encap, link, &p.data);
-        let hash = flow_key(link, &inner).map_or(0, |k| k.hash());
+        // Its length on the wire: the trace's, and any Ethernet header added.
+        let wire_len = p.orig_len as usize + (inner.len() - p.data.len());
+        let hash = flow_key(link, &inner, wire_len).map_or(0, |k| k.hash());
         let sender = senders.for_hash(hash)?;
         let mut bytes = Vec::with_capacity(inner.len() + 96);
         enc.encode(&inner, link, &mut bytes);
@@ -231,12 +237,6 @@ fn ethernet_if_needed(encap: Encap, link: LinkType, data: &[u8]) -> (LinkType, V
     frame.extend_from_slice(&ethertype.to_be_bytes());
     frame.extend_from_slice(data);
     (LinkType::En10Mb, frame)
-}
-
-fn outer_sport(p: &TracePacket) -> Option<u16> {
-    let payload = trace::udp_payload(p.linktype, &p.data)?;
-    let udp_at = (payload.as_ptr() as usize).checked_sub(p.data.as_ptr() as usize + 8)?;
-    Some(u16::from_be_bytes([p.data[udp_at], p.data[udp_at + 1]]))
 }
 
 /// Sockets bound to the outer source ports, opened as flows need them.
