@@ -24,6 +24,7 @@ pub mod reject;
 pub mod socket;
 pub mod source;
 pub mod stats;
+pub mod tap;
 pub mod trace;
 pub mod wire;
 

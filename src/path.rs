@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::time::Duration;
 
 use crate::allow::Cidr;
 use crate::link::LinkType;
@@ -81,6 +82,12 @@ pub struct SourcePath {
     /// `workers=N`: spread flows over the N sockets sharing the port by the
     /// inner packet's flow (see [`crate::balance`]).
     pub workers: Option<u32>,
+    /// `dedup[=<window>]`: suppress later copies of an inner packet within
+    /// this window (see [`crate::tap`]).
+    pub dedup: Option<Duration>,
+    /// `reorder[=<window>]`: repair reordering within this window (see
+    /// [`crate::tap`]).
+    pub reorder: Option<Duration>,
 }
 
 /// A path that could not be parsed. The message names the offending token
@@ -187,6 +194,8 @@ fn parse_body(body: &str) -> Result<SourcePath, String> {
         link_type: options.link_type.unwrap_or(LinkType::En10Mb),
         allow,
         workers: options.workers,
+        dedup: options.dedup,
+        reorder: options.reorder,
     })
 }
 
@@ -393,6 +402,8 @@ struct Options {
     link_token: String,
     allow: Option<Vec<Cidr>>,
     workers: Option<u32>,
+    dedup: Option<Duration>,
+    reorder: Option<Duration>,
 }
 
 impl Options {
@@ -438,6 +449,8 @@ impl Options {
                     "bad worker count in '{t}': expected workers=<N> with N from 1 to 1024, the number of Zeek workers sharing the port"
                 )),
             },
+            ("dedup", v) => set_window(&mut self.dedup, "dedup", tok, v),
+            ("reorder", v) => set_window(&mut self.reorder, "reorder", tok, v),
             ("dlt", None) => Err(format!(
                 "link type '{t}' without a value: expected dlt=en10mb, dlt=raw or dlt=ppp"
             )),
@@ -445,7 +458,7 @@ impl Options {
                 "empty option (a doubled or trailing ':'): expected {ENCAPS} or dlt=<type>"
             )),
             _ => Err(format!(
-                "unknown option '{t}': expected {ENCAPS}, dlt=en10mb|raw|ppp, allow=<prefixes> or workers=<N>"
+                "unknown option '{t}': expected {ENCAPS}, dlt=en10mb|raw|ppp, allow=<prefixes>, workers=<N>, dedup[=<window>] or reorder[=<window>]"
             )),
         }
     }
@@ -474,6 +487,92 @@ impl Options {
         self.link_type = Some(link);
         self.link_token = shown(tok);
         Ok(())
+    }
+}
+
+/// The longest window `dedup=` and `reorder=` take: beyond it dedup would
+/// swallow genuine retransmissions (a retransmission timeout is 200 ms or
+/// more) and reorder would hold packets for longer than any mirror skews them.
+pub const MAX_WINDOW: Duration = Duration::from_secs(1);
+
+fn set_window(
+    slot: &mut Option<Duration>,
+    name: &str,
+    tok: &str,
+    value: Option<&str>,
+) -> Result<(), String> {
+    let t = shown(tok);
+    if slot.is_some() {
+        return Err(format!("duplicate option '{t}': {name} may appear once"));
+    }
+    let window = match value {
+        None => crate::tap::default_window(name),
+        Some(v) => parse_window(v).map_err(|why| {
+            format!(
+                "bad window in '{t}': {why}; expected {name}=<number><unit> with unit us, ms or s, from 1us to 1s, e.g. {name}=500us (or a bare {name} for the default)"
+            )
+        })?,
+    };
+    *slot = Some(window);
+    Ok(())
+}
+
+/// `500us`, `1ms`, `0.5ms`, `1s`: a whole number of microseconds from 1 µs
+/// to [`MAX_WINDOW`].
+pub fn parse_window(value: &str) -> Result<Duration, String> {
+    if value.is_empty() {
+        return Err("the window is empty".into());
+    }
+    let digits_end = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(digits_end);
+    if number.is_empty() {
+        return Err(format!("'{}' does not start with a number", shown(value)));
+    }
+    let scale_ns: u64 = match unit {
+        "us" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "" => return Err("the unit is missing".into()),
+        _ => return Err(format!("unknown unit '{}'", shown(unit))),
+    };
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !all_digits(whole) || !all_digits(frac) || frac.len() > 9 {
+        return Err(format!("'{}' is not a number", shown(number)));
+    }
+    // Whole part capped well above the largest valid window, so no overflow.
+    let whole: u64 = whole.parse::<u64>().unwrap_or(u64::MAX).min(1 << 20);
+    let frac_ns = match frac.is_empty() {
+        true => 0,
+        // frac has at most 9 digits: as nanoseconds of the unit, then scaled.
+        false => {
+            let padded = format!("{frac:0<9}");
+            padded.parse::<u64>().unwrap_or(0) * scale_ns / 1_000_000_000
+        }
+    };
+    let ns = whole * scale_ns + frac_ns;
+    if ns % 1_000 != 0 {
+        return Err("windows are whole microseconds".into());
+    }
+    let window = Duration::from_nanos(ns);
+    if window.is_zero() {
+        return Err("a window of 0 turns nothing on (leave the option out instead)".into());
+    }
+    if window > MAX_WINDOW {
+        return Err("longer than 1s".into());
+    }
+    Ok(window)
+}
+
+/// A window as a path writes it: `1s`, `5ms` or `500us`.
+pub fn window_token(window: Duration) -> String {
+    let us = window.as_micros();
+    match us {
+        _ if us % 1_000_000 == 0 => format!("{}s", us / 1_000_000),
+        _ if us % 1_000 == 0 => format!("{}ms", us / 1_000),
+        _ => format!("{us}us"),
     }
 }
 
@@ -518,6 +617,12 @@ impl fmt::Display for SourcePath {
         }
         if let Some(n) = self.workers {
             write!(f, ":workers={n}")?;
+        }
+        if let Some(w) = self.dedup {
+            write!(f, ":dedup={}", window_token(w))?;
+        }
+        if let Some(w) = self.reorder {
+            write!(f, ":reorder={}", window_token(w))?;
         }
         Ok(())
     }

@@ -127,7 +127,7 @@ fn bad_paths_name_the_token_and_what_was_expected() {
         ),
         (
             "127.0.0.1:4789:foo",
-            "unknown option 'foo': expected vxlan, geneve, geneve+vxlan, raw or skip=<N>, dlt=en10mb|raw|ppp, allow=<prefixes> or workers=<N>",
+            "unknown option 'foo': expected vxlan, geneve, geneve+vxlan, raw or skip=<N>, dlt=en10mb|raw|ppp, allow=<prefixes>, workers=<N>, dedup[=<window>] or reorder[=<window>]",
         ),
         (
             "127.0.0.1:4789:skip",
@@ -227,4 +227,97 @@ fn messages_escape_what_they_echo() {
             "{path:?}: {err:?}"
         );
     }
+}
+
+#[test]
+fn dedup_and_reorder_take_a_window_or_the_default() {
+    use std::time::Duration;
+    use zeek_udp_source::tap::{DEFAULT_DEDUP_WINDOW, DEFAULT_REORDER_WINDOW};
+    let us = Duration::from_micros;
+    for (path, dedup, reorder) in [
+        ("127.0.0.1:4789", None, None),
+        ("127.0.0.1:4789:dedup", Some(DEFAULT_DEDUP_WINDOW), None),
+        ("127.0.0.1:4789:reorder", None, Some(DEFAULT_REORDER_WINDOW)),
+        ("127.0.0.1:4789:dedup=500us", Some(us(500)), None),
+        (
+            "127.0.0.1:4789:DEDUP=2MS:Reorder=1s",
+            Some(us(2000)),
+            Some(us(1_000_000)),
+        ),
+        ("127.0.0.1:4789:reorder=0.25ms:vxlan", None, Some(us(250))),
+    ] {
+        let p = parse(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!((p.dedup, p.reorder), (dedup, reorder), "{path}");
+        // What Display writes parses back to the same path.
+        let again = parse(&p.to_string()).unwrap();
+        assert_eq!(again, p, "{path} -> {p}");
+    }
+    let p = parse("127.0.0.1:4789:dedup=1500us:reorder=2ms").unwrap();
+    assert_eq!(
+        p.to_string(),
+        "127.0.0.1:4789:vxlan:dlt=en10mb:dedup=1500us:reorder=2ms"
+    );
+}
+
+#[test]
+fn bad_windows_say_what_a_window_is() {
+    let expected = "expected dedup=<number><unit> with unit us, ms or s, from 1us to 1s, e.g. dedup=500us (or a bare dedup for the default)";
+    for (path, want) in [
+        (
+            "127.0.0.1:4789:dedup=",
+            "bad window in 'dedup=': the window is empty",
+        ),
+        (
+            "127.0.0.1:4789:dedup=500",
+            "bad window in 'dedup=500': the unit is missing",
+        ),
+        (
+            "127.0.0.1:4789:dedup=5m",
+            "bad window in 'dedup=5m': unknown unit 'm'",
+        ),
+        (
+            "127.0.0.1:4789:dedup=ms",
+            "bad window in 'dedup=ms': 'ms' does not start with a number",
+        ),
+        (
+            "127.0.0.1:4789:dedup=1.2.3ms",
+            "bad window in 'dedup=1.2.3ms': '1.2.3' is not a number",
+        ),
+        (
+            "127.0.0.1:4789:dedup=0us",
+            "bad window in 'dedup=0us': a window of 0 turns nothing on",
+        ),
+        (
+            "127.0.0.1:4789:dedup=2s",
+            "bad window in 'dedup=2s': longer than 1s",
+        ),
+        (
+            "127.0.0.1:4789:dedup=99999999999999999999s",
+            "longer than 1s",
+        ),
+        (
+            "127.0.0.1:4789:dedup=0.0005ms",
+            "windows are whole microseconds",
+        ),
+        (
+            "127.0.0.1:4789:dedup:dedup=1ms",
+            "duplicate option 'dedup=1ms': dedup may appear once",
+        ),
+        (
+            "127.0.0.1:4789:reorder=-1ms",
+            "bad window in 'reorder=-1ms': '-1ms' does not start with a number; expected reorder=<number><unit>",
+        ),
+    ] {
+        let err = parse(path).expect_err(path).to_string();
+        assert!(err.contains(want), "{path}:\n got  {err}\n want {want}");
+        if want.starts_with("bad window in 'dedup") {
+            assert!(err.ends_with(expected), "{path}: {err}");
+        }
+    }
+    // Echoed input is escaped.
+    let err = parse("127.0.0.1:4789:dedup=1\u{202e}ms")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'dedup=1\\u{202e}ms'"), "{err}");
+    assert!(!err.contains('\u{202e}'), "{err}");
 }

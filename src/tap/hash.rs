@@ -1,0 +1,206 @@
+//! The identity of an inner packet for duplicate suppression: a seeded
+//! 64-bit hash of the packet as it left its sender.
+//!
+//! What the hash ignores, and why:
+//! - IP TTL / hop limit, and the IPv4 header checksum that covers it: a
+//!   router between the two mirror points decrements it (Arkime skips the
+//!   same bytes).
+//! - The link layer (MAC addresses, VLAN tags, or none at all): the copy
+//!   taken at the sender's interface and the one taken at the receiver's
+//!   carry different MAC addresses, and a GENEVE copy may carry bare IP
+//!   where a VXLAN copy carries Ethernet. The hash starts at the IP header.
+//! - Padding after the IP packet (an Ethernet frame padded to 60 bytes).
+//!
+//! Everything else counts: DSCP/ECN, IP ID, options, the transport checksum
+//! and the whole payload (Arkime hashes headers only; a payload-blind hash
+//! would merge two packets that differ only in their data). The length on
+//! the wire counts too, so a truncated copy never matches a whole one. A
+//! packet that is not IP is hashed whole, link layer included.
+//!
+//! The seed is random per source, so a sender cannot craft packets that
+//! collide with someone else's to have them suppressed.
+
+use std::hash::{BuildHasher, Hasher as _};
+
+use crate::link::LinkType;
+use crate::wire::{Ip, ethernet};
+
+/// Bytes of the IP header copied to clear TTL and checksum: any IPv4
+/// header (60 at most) and the IPv6 fixed header.
+const HEAD: usize = 64;
+
+/// A seeded hash of normalized inner packets.
+#[derive(Clone, Copy, Debug)]
+pub struct PacketHasher {
+    k0: u64,
+    k1: u64,
+}
+
+impl PacketHasher {
+    /// Seeded from the process's random hash keys.
+    pub fn random() -> Self {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x7461_7020_6b65_7973);
+        let k0 = h.finish();
+        h.write_u64(k0);
+        Self::with_seed(k0, h.finish())
+    }
+
+    /// A fixed seed (tests).
+    pub fn with_seed(k0: u64, k1: u64) -> Self {
+        PacketHasher {
+            // Odd and large, so the product mixes every bit.
+            k0: (k0 ^ 0xa076_1d64_78bd_642f) | 1 << 63 | 1,
+            k1: k1 ^ 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    /// The hash of a packet of `link` whose captured bytes are `data`,
+    /// `wire_len` long on the wire.
+    pub fn packet(&self, link: LinkType, data: &[u8], wire_len: usize) -> u64 {
+        let wire_len = wire_len.max(data.len());
+        match ip_start(link, data) {
+            Some(at) => match Ip::new_checked(&data[at..], wire_len - at) {
+                Ok(ip) => self.ip(&ip, &data[at..]),
+                Err(_) => self.whole(data, wire_len),
+            },
+            None => self.whole(data, wire_len),
+        }
+    }
+
+    fn ip(&self, ip: &Ip<'_>, bytes: &[u8]) -> u64 {
+        // Captured bytes of the packet, without what follows its length.
+        let len = (ip.header_len() + ip.payload().len()).min(bytes.len());
+        let bytes = &bytes[..len];
+        let n = bytes.len().min(HEAD);
+        let mut head = [0u8; HEAD];
+        head[..n].copy_from_slice(&bytes[..n]);
+        match ip {
+            // The views have checked that these headers are all there.
+            Ip::V4(_) => {
+                head[8] = 0;
+                head[10..12].fill(0);
+            }
+            Ip::V6(_) => head[7] = 0,
+        }
+        let on_wire = ip.header_len() + ip.payload_len();
+        let h = self.absorb(self.k1, &head[..n]);
+        let h = self.absorb(h, &bytes[n..]);
+        self.round(h, on_wire as u64)
+    }
+
+    fn whole(&self, data: &[u8], wire_len: usize) -> u64 {
+        let h = self.absorb(!self.k1, data);
+        self.round(h, wire_len as u64)
+    }
+
+    /// Eight bytes at a time, then the rest and the length.
+    fn absorb(&self, mut h: u64, bytes: &[u8]) -> u64 {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            h = self.round(h, u64::from_le_bytes(b));
+        }
+        let rest = words.remainder();
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        let h = self.round(h, u64::from_le_bytes(b));
+        self.round(h, bytes.len() as u64)
+    }
+
+    /// One multiply-fold round (wyhash's mix): the word enters the state,
+    /// then the 128-bit product with the odd secret key, high half folded
+    /// into the low.
+    fn round(&self, h: u64, w: u64) -> u64 {
+        let p = u128::from(h ^ w) * u128::from(self.k0);
+        (p as u64) ^ ((p >> 64) as u64)
+    }
+}
+
+/// Where the IP header starts in a packet of `link`, if it is IP.
+pub fn ip_start(link: LinkType, data: &[u8]) -> Option<usize> {
+    match link {
+        LinkType::Raw => Some(0),
+        LinkType::En10Mb => ethernet::ip_payload(data).map(|ip| data.len() - ip.len()),
+        LinkType::Ppp => None,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An IPv4/TCP packet in Ethernet with this TTL and payload.
+    pub fn tcp4(ttl: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], ttl)
+            .tcp(40000, 80, seq, 1024)
+            .ack(ack);
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        out
+    }
+
+    fn h() -> PacketHasher {
+        PacketHasher::with_seed(1, 2)
+    }
+
+    #[test]
+    fn ttl_checksum_link_layer_and_padding_are_ignored() {
+        let a = tcp4(64, 1, 2, b"hello");
+        let b = tcp4(63, 1, 2, b"hello");
+        assert_ne!(a, b, "TTL and checksum differ");
+        let hash = |p: &[u8]| h().packet(LinkType::En10Mb, p, p.len());
+        assert_eq!(hash(&a), hash(&b));
+        // Other MAC addresses, a VLAN tag, padding, or bare IP: the same packet.
+        let mut macs = a.clone();
+        macs[..12].copy_from_slice(&[9; 12]);
+        assert_eq!(hash(&macs), hash(&a));
+        let mut tagged = a[..12].to_vec();
+        tagged.extend([0x81, 0x00, 0x00, 0x07]);
+        tagged.extend(&a[12..]);
+        assert_eq!(hash(&tagged), hash(&a));
+        let mut padded = a.clone();
+        padded.extend([0; 6]);
+        assert_eq!(hash(&padded), hash(&a));
+        let raw = &a[14..];
+        assert_eq!(h().packet(LinkType::Raw, raw, raw.len()), hash(&a));
+    }
+
+    #[test]
+    fn payload_headers_and_truncation_count() {
+        let hash = |p: &[u8]| h().packet(LinkType::En10Mb, p, p.len());
+        let a = tcp4(64, 1, 2, b"hello");
+        assert_ne!(hash(&a), hash(&tcp4(64, 1, 2, b"hellp")), "payload");
+        assert_ne!(hash(&a), hash(&tcp4(64, 2, 2, b"hello")), "sequence");
+        let mut tos = a.clone();
+        tos[15] = 4;
+        assert_ne!(hash(&a), hash(&tos), "DSCP/ECN");
+        let cut = h().packet(LinkType::En10Mb, &a[..40], a.len());
+        assert_ne!(cut, hash(&a), "a truncated copy is another packet");
+        assert_ne!(
+            PacketHasher::with_seed(3, 4).packet(LinkType::En10Mb, &a, a.len()),
+            hash(&a),
+            "the seed changes every hash"
+        );
+    }
+
+    #[test]
+    fn ipv6_hop_limit_is_ignored_and_non_ip_is_hashed_whole() {
+        let v6 = |hops: u8| {
+            let b = etherparse::PacketBuilder::ipv6([1; 16], [2; 16], hops).udp(1, 2);
+            let mut out = Vec::new();
+            b.write(&mut out, b"x").unwrap();
+            out
+        };
+        let hash = |p: &[u8]| h().packet(LinkType::Raw, p, p.len());
+        assert_eq!(hash(&v6(64)), hash(&v6(3)));
+        let arp = [0xffu8; 42];
+        let mut other = arp;
+        other[0] = 0;
+        let hash = |p: &[u8]| h().packet(LinkType::En10Mb, p, p.len());
+        assert_ne!(hash(&arp), hash(&other));
+        assert_eq!(hash(&arp), hash(&arp.clone()));
+    }
+}

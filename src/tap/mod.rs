@@ -1,0 +1,189 @@
+//! A clean tap from a messy mirror (issue 12): duplicate suppression
+//! (`dedup`), reorder repair (`reorder`), and a check that tells an
+//! operator when a feed without them needs them.
+//!
+//! Cloud mirrors deliver every packet twice when both ends of a
+//! connection are mirrored (two sessions, two VNIs, TTLs a hop apart:
+//! zeek/zeek#2206), and two mirror sources interleave the directions of a
+//! connection wrongly by microseconds, so Zeek sees an ACK for data it has
+//! not seen and declares a content gap (zeek/zeek#2207).
+//!
+//! - [`dedup::Dedup`]: a fixed table of (hash of the normalized inner
+//!   packet, first time seen); a later copy within the window is suppressed.
+//!   What the hash ignores is in [`hash`]; how the table ages and what
+//!   bounds it, in [`dedup`].
+//! - [`reorder::Reorder`]: a TCP segment that acknowledges data of the
+//!   other direction not delivered yet is held, up to the window, until that
+//!   data is delivered; held packets are copied into a bounded pool and go
+//!   out in timestamp order, never dropped.
+//! - [`detect::Detector`]: with an option off, a burst of packets a second
+//!   is checked for what that option would repair, and [`Tap::advice`]
+//!   says so once.
+//!
+//! Everything is keyed by the inner packet, so it works the same whatever
+//! the tunnel, VNI or sender, per [`crate::source::Source`] (with
+//! `workers=`, each worker's source has its own state: the balancing
+//! program sends both directions and both copies of a flow to one worker).
+
+pub mod dedup;
+pub mod detect;
+pub mod hash;
+pub mod pool;
+pub mod reorder;
+pub mod tcp;
+
+use std::time::Duration;
+
+use crate::cmsg::Timestamp;
+use crate::source::Packet;
+
+pub use dedup::Dedup;
+pub use detect::{Advice, Detector};
+pub use reorder::{Budget, Reorder};
+
+/// The window of a bare `dedup`: 1 ms. Copies of one packet from two
+/// mirror sessions arrive tens to a few hundred microseconds apart
+/// (zeek/zeek#2206: "sub-ms"; Arkime's sessions the same), so 1 ms takes
+/// them with room to spare. A genuine retransmission comes after a
+/// retransmission timeout (200 ms at least on Linux) or after three
+/// duplicate ACKs (a round trip at least), and mostly differs anyway (IP ID,
+/// TCP timestamp): 1 ms stays well clear of suppressing one.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_millis(1);
+
+/// The window of a bare `reorder`: 1 ms. Mirror sources skew the two
+/// directions by tens to hundreds of microseconds (zeek/zeek#2207:
+/// "fine-time-scale"); a held packet waits at most this long, so it is
+/// also the most latency reorder adds.
+pub const DEFAULT_REORDER_WINDOW: Duration = Duration::from_millis(1);
+
+/// The default window of the option `name` (`dedup` or `reorder`).
+pub fn default_window(name: &str) -> Duration {
+    match name {
+        "reorder" => DEFAULT_REORDER_WINDOW,
+        _ => DEFAULT_DEDUP_WINDOW,
+    }
+}
+
+/// Nanoseconds since the epoch (0 before it), the time base of the tap.
+pub fn nanos(ts: Timestamp) -> u64 {
+    let sec = u64::try_from(ts.sec).unwrap_or(0);
+    sec.saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(ts.nsec))
+}
+
+/// Window as nanoseconds.
+fn window_ns(window: Duration) -> u64 {
+    u64::try_from(window.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What the tap decided about a packet just received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Hand it out now, from the receive buffer.
+    Deliver,
+    /// A copy of a packet seen within the dedup window: counted, not delivered.
+    Suppress,
+    /// Copied into the reorder pool; [`Tap::next_held`] hands it out later.
+    Held,
+}
+
+/// Dedup, reorder and the feed check of one source.
+pub struct Tap {
+    dedup: Option<Dedup>,
+    reorder: Option<Reorder>,
+    detector: Option<Detector>,
+    deduplicated: u64,
+}
+
+impl Tap {
+    /// The tap for these options; `check_feed` runs the detector for
+    /// whichever option is off. `None` when there is nothing to do.
+    pub fn new(
+        dedup: Option<Duration>,
+        reorder: Option<Duration>,
+        check_feed: bool,
+    ) -> Option<Tap> {
+        let detector = (check_feed && (dedup.is_none() || reorder.is_none()))
+            .then(|| Detector::new(dedup.is_none(), reorder.is_none()));
+        if dedup.is_none() && reorder.is_none() && detector.is_none() {
+            return None;
+        }
+        Some(Tap {
+            dedup: dedup.map(Dedup::new),
+            reorder: reorder.map(|w| Reorder::new(w, Budget::default())),
+            detector,
+            deduplicated: 0,
+        })
+    }
+
+    /// Decides about a packet just received (its bytes are still in the
+    /// receive buffer).
+    pub fn admit(&mut self, p: &Packet<'_>) -> Admit {
+        if let Some(d) = &mut self.detector {
+            d.observe(p);
+        }
+        if let Some(d) = &mut self.dedup {
+            if d.is_copy(p.link_type, p.data, p.wire_len, nanos(p.timestamp)) {
+                self.deduplicated += 1;
+                return Admit::Suppress;
+            }
+        }
+        match &mut self.reorder {
+            Some(r) => r.admit(p),
+            None => Admit::Deliver,
+        }
+    }
+
+    /// The next held packet that may go out, lent until [`Tap::done`] or
+    /// the next call.
+    pub fn next_held(&mut self) -> Option<Packet<'_>> {
+        self.reorder.as_mut()?.next_ready()
+    }
+
+    /// The caller is done with the packet from [`Tap::next_held`].
+    pub fn done(&mut self) {
+        if let Some(r) = &mut self.reorder {
+            r.done();
+        }
+    }
+
+    /// Time has reached `now` (ns since the epoch) without a packet: held
+    /// packets whose window has passed may go.
+    pub fn advance(&mut self, now: u64) {
+        if let Some(r) = &mut self.reorder {
+            r.advance(now);
+        }
+    }
+
+    /// Lets every held packet go, in order (at shutdown).
+    pub fn flush(&mut self) {
+        if let Some(r) = &mut self.reorder {
+            r.flush();
+        }
+    }
+
+    /// Packets held now.
+    pub fn held(&self) -> usize {
+        self.reorder.as_ref().map_or(0, Reorder::held)
+    }
+
+    /// When the oldest held packet's window ends (ns since the epoch).
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.reorder.as_ref()?.next_expiry()
+    }
+
+    /// Copies suppressed so far.
+    pub fn deduplicated(&self) -> u64 {
+        self.deduplicated
+    }
+
+    /// Packets whose delivery order was changed so far.
+    pub fn reordered(&self) -> u64 {
+        self.reorder.as_ref().map_or(0, Reorder::reordered)
+    }
+
+    /// What the feed check found, each kind once.
+    pub fn advice(&mut self) -> Option<Advice> {
+        self.detector.as_mut()?.advice()
+    }
+}
