@@ -777,3 +777,31 @@ fn rcvbuf_past_the_kernel_cap_names_that_cap() {
     assert!(w.contains("sysctl -w net.core.rmem_max=16777216"), "{w}");
     assert!(!w.contains("INT_MAX"), "{w}");
 }
+
+#[test]
+fn bad_replay_rates_and_loops_exit_2_and_say_the_range() {
+    let trace = common::tmpdir("bad-rates").join("none.pcap");
+    let range = "expected a number greater than 0 and at most 1e12";
+    for flag in ["--pps", "--mbps", "--speed"] {
+        for bad in ["inf", "nan", "-1", "0", "1e300", "fast"] {
+            let out = Command::new(BIN)
+                .args(["replay", trace.to_str().unwrap(), "--to", "127.0.0.1:9"])
+                .args([flag, bad])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{flag} {bad}: {stderr}");
+            assert!(stderr.contains(range), "{flag} {bad}: {stderr}");
+        }
+    }
+    for bad in ["0", "18446744073709551615", "-1"] {
+        let out = Command::new(BIN)
+            .args(["replay", trace.to_str().unwrap(), "--to", "127.0.0.1:9"])
+            .args(["--loop", bad])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--loop {bad}: {stderr}");
+        assert!(stderr.contains("--loop"), "--loop {bad}: {stderr}");
+    }
+}
