@@ -25,6 +25,12 @@ use crate::error::Error;
 const BGID: u16 = 0;
 /// user_data of the multishot request.
 const RECV_TAG: u64 = 0x7564_7072;
+/// user_data of the request that cancels it.
+const CANCEL_TAG: u64 = 0x6361_6e63;
+/// Waits for the cancelled receive's last completion at most this often:
+/// it comes with the first, but a kernel that never posts it must not hang
+/// shutdown or drop.
+const STOP_ROUNDS: usize = 64;
 
 /// Settings of the io_uring receiver.
 #[derive(Clone, Copy, Debug)]
@@ -169,6 +175,8 @@ pub struct UringReceiver {
     eventfd: OwnedFd,
     started: bool,
     armed: bool,
+    /// [`Receiver::stop`] was called: never re-arm.
+    stopped: bool,
     deferred: bool,
     current: Option<Lent>,
     /// Completions taken from the CQ in one go, handed out one by one.
@@ -233,6 +241,7 @@ impl UringReceiver {
             eventfd,
             started: false,
             armed: false,
+            stopped: false,
             deferred,
             current: None,
             batch: Vec::with_capacity(config.cq_entries as usize),
@@ -298,8 +307,12 @@ impl UringReceiver {
     fn refill(&mut self) -> bool {
         self.batch.clear();
         self.batch_next = 0;
-        self.batch
-            .extend(self.ring.completion().map(|c| (c.result(), c.flags())));
+        self.batch.extend(
+            self.ring
+                .completion()
+                .filter(|c| c.user_data() == RECV_TAG)
+                .map(|c| (c.result(), c.flags())),
+        );
         let sq = self.ring.submission();
         self.more_waiting = sq.taskrun() || sq.cq_overflow();
         !self.batch.is_empty()
@@ -378,6 +391,61 @@ impl UringReceiver {
     }
 }
 
+impl UringReceiver {
+    /// Cancels the multishot receive and waits for its last completion;
+    /// the datagrams it brought until then join `batch`.
+    fn cancel(&mut self) -> io::Result<()> {
+        let entry = opcode::AsyncCancel::new(RECV_TAG)
+            .build()
+            .user_data(CANCEL_TAG);
+        // SAFETY: a cancel request refers to no memory.
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            self.ring.submit()?;
+            // SAFETY: as above.
+            unsafe { self.ring.submission().push(&entry) }
+                .map_err(|_| io::Error::other("io_uring submission queue is full"))?;
+        }
+        for _ in 0..STOP_ROUNDS {
+            if !self.armed {
+                break;
+            }
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let completions: Vec<(i32, u32)> = self
+                .ring
+                .completion()
+                .filter(|c| c.user_data() == RECV_TAG)
+                .map(|c| (c.result(), c.flags()))
+                .collect();
+            for (result, flags) in completions {
+                if !cqueue::more(flags) {
+                    self.armed = false;
+                }
+                // The last one is the cancellation (or a receive's error),
+                // not a datagram: only its buffer, if any, matters.
+                match cqueue::buffer_select(flags) {
+                    Some(_) if result >= 0 => self.batch.push((result, flags)),
+                    Some(bid) => self.recycle(bid),
+                    None => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for UringReceiver {
+    /// The kernel must be done with the buffers before they are unmapped:
+    /// closing the ring alone cancels the receive asynchronously, after
+    /// the fields below have gone.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn build_ring(config: &UringConfig) -> io::Result<(IoUring, bool)> {
     let deferred = IoUring::builder()
         .setup_cqsize(config.cq_entries)
@@ -411,7 +479,7 @@ impl Receiver for UringReceiver {
     fn next(&mut self) -> io::Result<Option<RecvMeta>> {
         self.release();
         loop {
-            if !self.armed {
+            if !self.armed && !self.stopped {
                 self.arm()?;
             }
             let Some((result, flags)) = self.pop()? else {
@@ -494,5 +562,14 @@ impl Receiver for UringReceiver {
 
     fn kind(&self) -> ReceiverKind {
         ReceiverKind::IoUring
+    }
+
+    fn stop(&mut self) {
+        self.stopped = true;
+        if self.armed {
+            // Fails only if the ring itself is unusable (another thread's,
+            // under SINGLE_ISSUER); then nothing more can be done.
+            let _ = self.cancel();
+        }
     }
 }
