@@ -8,6 +8,8 @@ use std::ffi::{CStr, c_char};
 use std::mem::{offset_of, size_of};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use crate::config::refuse;
+use crate::error::Error;
 use crate::link::LinkType;
 use crate::recv::ReceiverKind;
 use crate::reject::Reject;
@@ -281,21 +283,34 @@ unsafe fn write_c(text: &str, buf: *mut c_char, len: usize) -> usize {
     text.len()
 }
 
-fn config_from(c: &ZusConfig) -> Config {
+/// Rust's settings from the C struct; refuses values that have no meaning
+/// there (the ranges are checked by [`Config::validate`] when opening).
+fn config_from(c: &ZusConfig) -> Result<Config, Error> {
+    let receiver = match c.receiver {
+        0 => ReceiverKind::Recvmmsg,
+        1 => ReceiverKind::IoUring,
+        other => {
+            return Err(refuse(
+                "implementation",
+                format!("receiver {other} is neither 0 (recvmmsg) nor 1 (io_uring)"),
+            ));
+        }
+    };
+    let option = c.geneve_key_option;
+    if option != 0 && (option & OPTION_ID_SET == 0 || option & 0x7f00_0000 != 0) {
+        return Err(refuse(
+            "geneve_key_option",
+            format!("{option:#x} is not a value from zus_parse_geneve_option_id()"),
+        ));
+    }
+    let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
     let mut config = Config {
-        receiver: if c.receiver == 1 {
-            ReceiverKind::IoUring
-        } else {
-            ReceiverKind::Recvmmsg
-        },
-        recv_buffer_size: c.recv_buffer_size as usize,
-        recvmmsg_batch: c.recvmmsg_batch as usize,
-        recvmmsg_buffer_size: c.recvmmsg_buffer_size as usize,
+        receiver,
+        recv_buffer_size: usize_of(c.recv_buffer_size),
+        recvmmsg_batch: usize_of(c.recvmmsg_batch),
+        recvmmsg_buffer_size: usize_of(c.recvmmsg_buffer_size),
         batch_wait: std::time::Duration::from_nanos(c.batch_wait_ns),
-        geneve_key_option: (c.geneve_key_option & OPTION_ID_SET != 0).then_some((
-            c.geneve_key_option as u16,
-            (c.geneve_key_option >> 16) as u8,
-        )),
+        geneve_key_option: (option != 0).then_some((option as u16, (option >> 16) as u8)),
         // Zeek never sees the sender; `allow=` paths still ask for it.
         peer_addresses: false,
         udp_gro: c.udp_gro != 0,
@@ -305,7 +320,7 @@ fn config_from(c: &ZusConfig) -> Config {
     config.uring.cq_entries = c.io_uring_cq_entries;
     config.uring.buffers = c.io_uring_buffers;
     config.uring.buffer_shift = c.io_uring_buffer_shift;
-    config
+    Ok(config)
 }
 
 fn config_to(c: &Config) -> ZusConfig {
@@ -378,7 +393,7 @@ pub unsafe extern "C" fn zus_open(
                 Config::default()
             } else {
                 // SAFETY: checked for null; the caller promises a valid struct.
-                config_from(unsafe { &*config })
+                config_from(unsafe { &*config }).map_err(|e| e.to_string())?
             };
             Source::open(&path, &config).map_err(|e| e.to_string())
         },

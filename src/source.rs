@@ -13,62 +13,13 @@ use crate::error::Error;
 use crate::gro::{Segment, Segments};
 use crate::link::LinkType;
 use crate::path::{self, SourcePath};
-use crate::recv::uring::UringConfig;
 use crate::recv::{MmsgReceiver, Receiver, ReceiverKind, RecvMeta, UringReceiver};
 use crate::reject::Reject;
 use crate::socket::{self, Listener, RecvBuffer};
 use crate::stats::{DropCounter, Stats};
 use crate::wire::GeneveOptions;
 
-/// Settings that are not part of the path (Zeek's `PacketSource::UDP::*`).
-#[derive(Clone, Copy, Debug)]
-pub struct Config {
-    /// Which receiver to use.
-    pub receiver: ReceiverKind,
-    /// SO_RCVBUF to ask for; 0 keeps the kernel's default.
-    pub recv_buffer_size: usize,
-    /// Datagrams per recvmmsg call.
-    pub recvmmsg_batch: usize,
-    /// Bytes per recvmmsg buffer; larger datagrams arrive truncated.
-    pub recvmmsg_buffer_size: usize,
-    /// io_uring settings.
-    pub uring: UringConfig,
-    /// After a receive that emptied the socket, hold the next one off until
-    /// this long after it, so datagrams gather and arrive in one batch
-    /// (zero: never wait). Bounds the latency it adds.
-    pub batch_wait: Duration,
-    /// A GENEVE option (class, type) whose value identifies the network,
-    /// for senders that leave the VNI 0 (GCP NSI); see [`Packet::geneve_option_value`].
-    pub geneve_key_option: Option<(u16, u8)>,
-    /// Ask the kernel for each datagram's sender ([`Packet::peer`]). Costs
-    /// a copy per datagram; paths with `allow=` get it regardless.
-    pub peer_addresses: bool,
-    /// UDP GRO: let the kernel hand over runs of same-size datagrams from
-    /// one sender in one buffer (recvmmsg only; buffers grow to 64 KiB and
-    /// a call takes at most [`GRO_BATCH`] of them).
-    pub udp_gro: bool,
-}
-
-/// recvmmsg buffers with UDP GRO: a coalesced run stays below 64 KiB.
-pub const GRO_BUFFER: usize = 65536;
-/// At most this many recvmmsg buffers with UDP GRO (8 MiB).
-pub const GRO_BATCH: usize = 128;
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            receiver: ReceiverKind::Recvmmsg,
-            recv_buffer_size: 16 * 1024 * 1024,
-            recvmmsg_batch: 1024,
-            recvmmsg_buffer_size: 9216 + 32,
-            uring: UringConfig::default(),
-            batch_wait: Duration::from_micros(200),
-            geneve_key_option: None,
-            peer_addresses: true,
-            udp_gro: false,
-        }
-    }
-}
+pub use crate::config::{Config, GRO_BATCH, GRO_BUFFER};
 
 /// How the caller should wait for this source next.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -199,6 +150,7 @@ impl Source {
 
     /// Opens an already parsed path.
     pub fn open_path(path: SourcePath, config: &Config) -> Result<Source, Error> {
+        config.validate(&path)?;
         let listener = Listener::bind(path.addr, config.recv_buffer_size)?;
         if let Some(workers) = path.workers {
             let prog = crate::balance::program(path.encap, path.link_type, workers);
@@ -212,43 +164,27 @@ impl Source {
         }
         let fd = listener.socket.as_raw_fd();
         let peers = config.peer_addresses || !path.allow.is_empty();
-        let (mut batch, mut buffer_size) = (config.recvmmsg_batch, config.recvmmsg_buffer_size);
         if config.udp_gro {
-            if config.receiver != ReceiverKind::Recvmmsg {
-                return Err(Error::Config {
-                    name: "udp_gro",
-                    problem: "works with the recvmmsg receiver only: use it, or turn udp_gro off"
-                        .to_string(),
-                });
-            }
-            if path.workers.is_some() {
-                // The kernel picks the worker for the first datagram of a
-                // run; the rest follow it whatever their inner flow.
-                return Err(Error::Config {
-                    name: "udp_gro",
-                    problem: "cannot be combined with workers=: a coalesced run reaches one worker whatever its inner flows".to_string(),
-                });
-            }
             listener.enable_gro().map_err(|source| Error::Socket {
                 addr: path.addr,
                 call: "UDP_GRO (udp_gro)",
                 source,
             })?;
-            batch = batch.min(GRO_BATCH);
-            buffer_size = buffer_size.max(GRO_BUFFER);
         }
-        let rx: Box<dyn Receiver> = match config.receiver {
-            ReceiverKind::Recvmmsg => Box::new(
-                MmsgReceiver::new(fd, batch, buffer_size, peers).map_err(|source| {
-                    Error::Socket {
-                        addr: path.addr,
-                        call: "mmap of the receive buffers",
-                        source,
-                    }
-                })?,
-            ),
-            ReceiverKind::IoUring => Box::new(UringReceiver::new(fd, &config.uring, peers)?),
-        };
+        let rx: Box<dyn Receiver> =
+            match config.receiver {
+                ReceiverKind::Recvmmsg => {
+                    let (batch, buffer_size, _) = config.recvmmsg_shape()?;
+                    Box::new(MmsgReceiver::new(fd, batch, buffer_size, peers).map_err(
+                        |source| Error::Socket {
+                            addr: path.addr,
+                            call: "mmap of the receive buffers",
+                            source,
+                        },
+                    )?)
+                }
+                ReceiverKind::IoUring => Box::new(UringReceiver::new(fd, &config.uring, peers)?),
+            };
         Ok(Source {
             rx,
             listener,

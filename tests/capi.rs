@@ -276,3 +276,67 @@ fn persistent_receive_errors_make_the_source_fatal() {
     );
     unsafe { zus_close(src) };
 }
+
+#[test]
+fn settings_out_of_range_are_refused_naming_the_knob() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = CString::new(format!("udp::127.0.0.1:{port}")).unwrap();
+    let mut base = ZusConfig::default();
+    unsafe { zus_config_default(&mut base) };
+    let cases: [(ZusConfig, &str); 6] = [
+        (
+            ZusConfig {
+                recvmmsg_buffer_size: 1 << 62,
+                ..base
+            },
+            "bad setting PacketSource::UDP::recvmmsg_buffer_size: 4611686018427387904 bytes is outside 1..=65536",
+        ),
+        (
+            ZusConfig {
+                recvmmsg_batch: 1 << 40,
+                ..base
+            },
+            "PacketSource::UDP::recvmmsg_buffers: 1099511627776 datagrams per recvmmsg call is outside 1..=1024",
+        ),
+        (
+            ZusConfig {
+                recv_buffer_size: u64::MAX,
+                ..base
+            },
+            "PacketSource::UDP::udp_recv_buffer_size: 18446744073709551615 bytes is more than the kernel can grant",
+        ),
+        (
+            ZusConfig {
+                batch_wait_ns: u64::MAX,
+                ..base
+            },
+            "PacketSource::UDP::batch_wait:",
+        ),
+        (
+            ZusConfig {
+                receiver: 7,
+                ..base
+            },
+            "PacketSource::UDP::implementation: receiver 7",
+        ),
+        (
+            ZusConfig {
+                receiver: 1,
+                io_uring_buffers: 32768,
+                io_uring_buffer_shift: 20,
+                ..base
+            },
+            "PacketSource::UDP::io_uring_buffers: 32768 buffers of 1048576 bytes",
+        ),
+    ];
+    for (config, want) in cases {
+        let mut err = [0 as c_char; 512];
+        let src = unsafe { zus_open(path.as_ptr(), &config, err.as_mut_ptr(), err.len()) };
+        assert!(src.is_null(), "{want}");
+        assert!(text(&err).contains(want), "{}\nwanted: {want}", text(&err));
+    }
+}

@@ -57,34 +57,64 @@ impl Default for UringConfig {
     }
 }
 
+/// The kernel's bounds on ring sizes (IORING_MAX_ENTRIES, IORING_MAX_CQ_ENTRIES)
+/// and on a provided-buffer ring's entries.
+const MAX_SQ_ENTRIES: u32 = 32768;
+const MAX_CQ_ENTRIES: u32 = 2 * MAX_SQ_ENTRIES;
+const MAX_BUFFERS: u32 = 32768;
+const SHIFTS: std::ops::RangeInclusive<u32> = 9..=20;
+/// All provided buffers together: more would be a typo, not a plan.
+const MAX_BUFFER_BYTES: u64 = 1 << 30;
+
 impl UringConfig {
-    fn check(&self) -> Result<(), Error> {
-        let bad = |name, problem: &str| {
-            Err(Error::Config {
-                name,
-                problem: problem.to_string(),
-            })
-        };
-        if !self.buffers.is_power_of_two() || self.buffers > 32768 {
-            return bad(
+    /// Checks every io_uring setting; the refusal names the Zeek knob.
+    pub fn validate(&self) -> Result<(), Error> {
+        use crate::config::refuse;
+        if !self.buffers.is_power_of_two() || self.buffers > MAX_BUFFERS {
+            return Err(refuse(
                 "io_uring_buffers",
-                &format!("{} is not a power of two from 1 to 32768", self.buffers),
-            );
-        }
-        if !(9..=20).contains(&self.buffer_shift) {
-            return bad(
-                "io_uring_buffer_shift",
-                &format!(
-                    "{} is outside 9..=20 (512 B to 1 MiB buffers)",
-                    self.buffer_shift
+                format!(
+                    "{} is not a power of two from 1 to {MAX_BUFFERS}",
+                    self.buffers
                 ),
-            );
+            ));
         }
-        if self.sq_entries == 0 || self.cq_entries < self.sq_entries {
-            return bad(
-                "io_uring_sq_entries/io_uring_cq_entries",
-                "need at least 1 sq entry and no fewer cq than sq entries",
-            );
+        if !SHIFTS.contains(&self.buffer_shift) {
+            return Err(refuse(
+                "io_uring_buffer_shift",
+                format!(
+                    "{} is outside {}..={} (512 B to 1 MiB buffers)",
+                    self.buffer_shift,
+                    SHIFTS.start(),
+                    SHIFTS.end()
+                ),
+            ));
+        }
+        let bytes = u64::from(self.buffers) << self.buffer_shift;
+        if bytes > MAX_BUFFER_BYTES {
+            return Err(refuse(
+                "io_uring_buffers",
+                format!(
+                    "{} buffers of {} bytes are {bytes} bytes, more than {MAX_BUFFER_BYTES}: lower io_uring_buffers or io_uring_buffer_shift",
+                    self.buffers,
+                    1u64 << self.buffer_shift
+                ),
+            ));
+        }
+        if !(1..=MAX_SQ_ENTRIES).contains(&self.sq_entries) {
+            return Err(refuse(
+                "io_uring_sq_entries",
+                format!("{} is outside 1..={MAX_SQ_ENTRIES}", self.sq_entries),
+            ));
+        }
+        if !(self.sq_entries..=MAX_CQ_ENTRIES).contains(&self.cq_entries) {
+            return Err(refuse(
+                "io_uring_cq_entries",
+                format!(
+                    "{} is outside {}..={MAX_CQ_ENTRIES} (no fewer than io_uring_sq_entries)",
+                    self.cq_entries, self.sq_entries
+                ),
+            ));
         }
         Ok(())
     }
@@ -202,7 +232,7 @@ impl UringReceiver {
     /// Sets up the ring, the buffer ring and the eventfd for `fd`.
     /// With `peers`, each buffer also receives the datagram's sender.
     pub fn new(fd: RawFd, config: &UringConfig, peers: bool) -> Result<Self, Error> {
-        config.check()?;
+        config.validate()?;
         let fail = |call| move |source| Error::IoUring { call, source };
         let (ring, deferred) = build_ring(config).map_err(fail("io_uring_setup"))?;
         let entries = config.buffers as u16;
