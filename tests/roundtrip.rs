@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use zeek_udp_source::encap::Encoder;
 use zeek_udp_source::wire::GeneveOption;
-use zeek_udp_source::{Encap, LinkType, ReceiverKind};
+use zeek_udp_source::{Encap, LinkType, ReceiverKind, Reject};
 
 const N: u32 = 300;
 
@@ -283,5 +283,56 @@ fn settings_out_of_range_are_refused_before_anything_is_allocated() {
             .err()
             .expect("refused");
         assert!(err.to_string().contains(want), "{err}\nwanted: {want}");
+    }
+}
+
+#[test]
+fn shutdown_counts_every_datagram_still_queued() {
+    const SENT: usize = 300;
+    for kind in receivers() {
+        let mut src = open(kind, "127.0.0.1", "vxlan");
+        let datagrams: Vec<Vec<u8>> = (0..SENT as u32)
+            .map(|seq| {
+                let mut d = Vec::new();
+                Encoder::new(Encap::Vxlan).encode(&eth_frame(seq, 40), LinkType::En10Mb, &mut d);
+                d
+            })
+            .collect();
+        let _tx = send_all(src.local_addr().unwrap(), &datagrams);
+        // Take some, and keep the last one lent out.
+        let mut taken = 0;
+        while taken < 50 {
+            match src.next_packet().unwrap() {
+                Some(_) if taken == 49 => taken += 1,
+                Some(_) => {
+                    taken += 1;
+                    src.done();
+                }
+                None => wait_readable(src.wait_fd(), 1000),
+            }
+        }
+        src.shutdown();
+        src.shutdown();
+        assert!(
+            src.next_packet().unwrap().is_none(),
+            "{kind:?}: nothing after"
+        );
+        let s = src.stats();
+        assert_eq!(
+            s.received + s.kernel_drops,
+            SENT as u64,
+            "{kind:?}: sent = received + kernel drops: {s:?}"
+        );
+        assert_eq!(
+            s.received,
+            s.delivered + s.rejected_total(),
+            "{kind:?}: {s:?}"
+        );
+        assert_eq!(s.delivered, 50, "{kind:?}");
+        assert_eq!(
+            s.rejected_for(Reject::UnreadAtShutdown),
+            s.received - 50,
+            "{kind:?}: {s:?}"
+        );
     }
 }
