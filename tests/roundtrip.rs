@@ -336,3 +336,38 @@ fn shutdown_counts_every_datagram_still_queued() {
         );
     }
 }
+
+/// Dropping an io_uring source while datagrams keep arriving cancels its
+/// receive and reaps the last completion before the buffers go (a receive
+/// left running would write into unmapped or reused memory).
+#[test]
+fn io_uring_sources_close_cleanly_while_datagrams_arrive() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+    let port = Arc::new(AtomicU16::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (port, stop) = (port.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut d = Vec::new();
+            Encoder::new(Encap::Vxlan).encode(&eth_frame(1, 40), LinkType::En10Mb, &mut d);
+            while !stop.load(Ordering::Relaxed) {
+                let p = port.load(Ordering::Relaxed);
+                if p != 0 {
+                    // The port may be closed between load and send.
+                    let _ = tx.send_to(&d, ("127.0.0.1", p));
+                }
+            }
+        })
+    };
+    for round in 0..5 {
+        let mut src = open(ReceiverKind::IoUring, "127.0.0.1", "vxlan");
+        port.store(src.local_addr().unwrap().port(), Ordering::Relaxed);
+        let got = collect(&mut src, 20, Duration::from_secs(10));
+        assert!(got.len() >= 20, "round {round}: {}", got.len());
+        drop(src);
+    }
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+}

@@ -19,7 +19,7 @@ use io_uring::{IoUring, cqueue, opcode, types};
 use super::buffers::Buffers;
 use super::{Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
 use crate::cmsg::{self, CONTROL_LEN};
-use crate::error::Error;
+use crate::error::{Error, uring_step};
 
 /// The buffer group of our ring (one per io_uring instance).
 const BGID: u16 = 0;
@@ -124,6 +124,18 @@ impl UringConfig {
 /// (linux/io_uring.h; the crate keeps its constant private).
 const IORING_ENTER_GETEVENTS: u32 = 1;
 
+/// `struct io_uring_buf` (linux/io_uring.h), the layout of a
+/// [`types::BufRingEntry`]; `resv` of entry 0 is the ring's tail.
+#[repr(C)]
+struct RawEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(size_of::<RawEntry>() == size_of::<types::BufRingEntry>());
+
 /// The provided-buffer ring shared with the kernel.
 struct BufRing {
     base: *mut types::BufRingEntry,
@@ -158,12 +170,23 @@ impl BufRing {
     }
 
     /// Queues a buffer for the kernel; visible after [`BufRing::publish`].
+    ///
+    /// Written field by field through raw pointers: the kernel reads this
+    /// memory concurrently, so no `&mut` may cover it, and the first
+    /// entry's `resv` is the ring's tail, which only `publish` writes.
     fn push(&mut self, addr: *mut u8, len: u32, bid: u16) {
-        // SAFETY: the index is masked into the mapping.
-        let entry = unsafe { &mut *self.base.add(usize::from(self.tail & self.mask)) };
-        entry.set_addr(addr as u64);
-        entry.set_len(len);
-        entry.set_bid(bid);
+        // SAFETY: the index is masked into the mapping, whose entries have
+        // the layout of RawEntry (asserted below); each write stays within
+        // its field.
+        unsafe {
+            let entry = self
+                .base
+                .cast::<RawEntry>()
+                .add(usize::from(self.tail & self.mask));
+            std::ptr::addr_of_mut!((*entry).addr).write(addr as u64);
+            std::ptr::addr_of_mut!((*entry).len).write(len);
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
@@ -234,7 +257,8 @@ impl UringReceiver {
     pub fn new(fd: RawFd, config: &UringConfig, peers: bool) -> Result<Self, Error> {
         config.validate()?;
         let fail = |call| move |source| Error::IoUring { call, source };
-        let (ring, deferred) = build_ring(config).map_err(fail("io_uring_setup"))?;
+        let (ring, deferred) = build_ring(config).map_err(fail(uring_step::SETUP))?;
+        probe_multishot().map_err(fail(uring_step::PROBE))?;
         let entries = config.buffers as u16;
         let buffer_size = 1usize << config.buffer_shift;
         let mut bufring = BufRing::new(entries).map_err(fail("mmap of the buffer ring"))?;
@@ -242,7 +266,7 @@ impl UringReceiver {
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(bufring.base as u64, entries, BGID, 0)
-                .map_err(fail("IORING_REGISTER_PBUF_RING"))?;
+                .map_err(fail(uring_step::PBUF_RING))?;
         }
         let mut buffers = Buffers::new(usize::from(entries) * buffer_size)
             .map_err(fail("mmap of the buffers"))?;
@@ -495,6 +519,48 @@ fn build_ring(config: &UringConfig) -> io::Result<(IoUring, bool)> {
     }
 }
 
+/// Multishot recvmsg came in Linux 6.0, provided-buffer rings in 5.19: on
+/// 5.19 the ring sets up and every receive then fails. So try one at open,
+/// on a throwaway ring and socket: a kernel without it refuses the request
+/// with EINVAL at once; one with it fails it for want of buffers (ENOBUFS)
+/// or waits, and the cancel that follows ends it.
+fn probe_multishot() -> io::Result<()> {
+    // Declared before the ring, so they outlive it whatever happens.
+    let (probe, _other) = std::os::unix::net::UnixDatagram::pair()?;
+    // SAFETY: msghdr is plain data; the kernel only reads its lengths.
+    let msghdr: libc::msghdr = unsafe { zeroed() };
+    let mut ring = IoUring::new(2)?;
+    let recv = opcode::RecvMsgMulti::new(types::Fd(probe.as_raw_fd()), &msghdr, BGID)
+        .build()
+        .user_data(RECV_TAG);
+    let cancel = opcode::AsyncCancel::new(RECV_TAG)
+        .build()
+        .user_data(CANCEL_TAG);
+    // SAFETY: msghdr and the socket outlive the ring (declared before it).
+    unsafe {
+        let mut sq = ring.submission();
+        sq.push(&recv)
+            .and_then(|()| sq.push(&cancel))
+            .map_err(|_| io::Error::other("probe ring is full"))?;
+    }
+    let mut recv_result = None;
+    for _ in 0..STOP_ROUNDS {
+        ring.submit_and_wait(1)?;
+        for c in ring.completion() {
+            if c.user_data() == RECV_TAG && !cqueue::more(c.flags()) {
+                recv_result = Some(c.result());
+            }
+        }
+        if recv_result.is_some() {
+            break;
+        }
+    }
+    match recv_result {
+        Some(r) if r == -libc::EINVAL => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        _ => Ok(()),
+    }
+}
+
 fn new_eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd returns a new descriptor or -1.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -601,5 +667,81 @@ impl Receiver for UringReceiver {
             // under SINGLE_ISSUER); then nothing more can be done.
             let _ = self.cancel();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    /// The running kernel's (major, minor).
+    fn kernel() -> (u32, u32) {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut parts = release
+            .trim()
+            .split(['.', '-'])
+            .map(|p| p.parse().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }
+
+    #[test]
+    fn the_probe_agrees_with_the_kernel_version() {
+        match probe_multishot() {
+            Ok(()) => assert!(kernel() >= (6, 0), "{:?}", kernel()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                assert!(kernel() < (6, 0), "{:?}", kernel())
+            }
+            Err(e) => println!("SKIPPED: io_uring unavailable here: {e}"),
+        }
+    }
+
+    fn socket_drained(fd: RawFd) -> usize {
+        let mut n = 0;
+        crate::recv::drain_socket(fd, 1000, |_, _| n += 1);
+        n
+    }
+
+    #[test]
+    fn after_stop_the_kernel_takes_no_more_datagrams() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let to = sock.local_addr().unwrap();
+        let mut rx = match UringReceiver::new(sock.as_raw_fd(), &UringConfig::default(), false) {
+            Ok(rx) => rx,
+            Err(e) => return println!("SKIPPED: io_uring unavailable here: {e}"),
+        };
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let send = |n| {
+            for i in 0..n {
+                tx.send_to(&[i as u8; 32], to).unwrap();
+            }
+        };
+        send(10);
+        let mut got = 0;
+        while got < 10 {
+            match rx.next().unwrap() {
+                Some(_) => got += 1,
+                None => {
+                    let mut pfd = libc::pollfd {
+                        fd: rx.wait_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one live pollfd.
+                    unsafe { libc::poll(&mut pfd, 1, 1000) };
+                }
+            }
+        }
+        assert!(rx.armed, "the multishot receive is running");
+        rx.stop();
+        assert!(!rx.armed, "its last completion was reaped");
+        send(10);
+        assert!(rx.next().unwrap().is_none(), "nothing new reaches the ring");
+        assert_eq!(
+            socket_drained(sock.as_raw_fd()),
+            10,
+            "the datagrams stay in the socket"
+        );
     }
 }
