@@ -124,7 +124,6 @@ pub struct Source {
     path: SourcePath,
     stats: Stats,
     drops: DropCounter,
-    last_timestamp: Timestamp,
     batch_wait: Duration,
     geneve_key_option: Option<(u16, u8)>,
     /// While set, receives are held off until then (gathering).
@@ -192,7 +191,6 @@ impl Source {
             path,
             stats: Stats::default(),
             drops: DropCounter::default(),
-            last_timestamp: Timestamp::default(),
             batch_wait: config.batch_wait,
             geneve_key_option: config.geneve_key_option,
             gather_until: None,
@@ -220,6 +218,7 @@ impl Source {
             },
         };
         self.stats.count_datagram(meta.wire_len, meta.truncated());
+        self.stats.control_truncated += u64::from(meta.ancillary.truncated);
         let datagram = self
             .rx
             .current()
@@ -350,8 +349,7 @@ impl Source {
     }
 
     fn packet(&mut self, inner: Inner, meta: RecvMeta) -> Packet<'_> {
-        let timestamp = meta.ancillary.timestamp.unwrap_or(self.last_timestamp);
-        self.last_timestamp = timestamp;
+        let timestamp = meta.ancillary.timestamp.unwrap_or_else(Timestamp::now);
         let segment = self.segment.clone();
         let (buf, at) = self.rx.current_with_headroom();
         // Datagrams of a coalesced receive after the first have the ones

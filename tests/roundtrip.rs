@@ -291,13 +291,7 @@ fn shutdown_counts_every_datagram_still_queued() {
     const SENT: usize = 300;
     for kind in receivers() {
         let mut src = open(kind, "127.0.0.1", "vxlan");
-        let datagrams: Vec<Vec<u8>> = (0..SENT as u32)
-            .map(|seq| {
-                let mut d = Vec::new();
-                Encoder::new(Encap::Vxlan).encode(&eth_frame(seq, 40), LinkType::En10Mb, &mut d);
-                d
-            })
-            .collect();
+        let datagrams: Vec<Vec<u8>> = (0..SENT as u32).map(vxlan_datagram).collect();
         let _tx = send_all(src.local_addr().unwrap(), &datagrams);
         // Take some, and keep the last one lent out.
         let mut taken = 0;
@@ -350,8 +344,7 @@ fn io_uring_sources_close_cleanly_while_datagrams_arrive() {
         let (port, stop) = (port.clone(), stop.clone());
         std::thread::spawn(move || {
             let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            let mut d = Vec::new();
-            Encoder::new(Encap::Vxlan).encode(&eth_frame(1, 40), LinkType::En10Mb, &mut d);
+            let d = vxlan_datagram(1);
             while !stop.load(Ordering::Relaxed) {
                 let p = port.load(Ordering::Relaxed);
                 if p != 0 {
@@ -370,4 +363,62 @@ fn io_uring_sources_close_cleanly_while_datagrams_arrive() {
     }
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
+}
+
+fn setsockopt(fd: i32, level: i32, opt: i32, value: i32) {
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt {level}/{opt}");
+}
+
+fn vxlan_datagram(seq: u32) -> Vec<u8> {
+    let mut d = Vec::new();
+    Encoder::new(Encap::Vxlan).encode(&eth_frame(seq, 40), LinkType::En10Mb, &mut d);
+    d
+}
+
+/// recvmmsg's wait_fd is the socket itself, so a test can change what the
+/// kernel attaches to each datagram.
+#[test]
+fn a_datagram_without_a_timestamp_gets_the_time_it_was_read() {
+    let mut src = open(ReceiverKind::Recvmmsg, "127.0.0.1", "vxlan");
+    setsockopt(src.wait_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 0);
+    let before = now();
+    let _tx = send_all(src.local_addr().unwrap(), &[vxlan_datagram(1)]);
+    let got = collect(&mut src, 1, Duration::from_secs(5));
+    let after = now();
+    assert_eq!(got.len(), 1);
+    let ts = got[0].timestamp;
+    assert!(
+        before <= ts && ts <= after,
+        "{ts:?} is not between {before:?} and {after:?}"
+    );
+}
+
+#[test]
+fn truncated_control_data_is_counted_and_the_datagram_delivered() {
+    let mut src = open(ReceiverKind::Recvmmsg, "127.0.0.1", "vxlan");
+    // Timestamp and IP_PKTINFO fill the control buffer; IP_TTL overflows it.
+    setsockopt(src.wait_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, 1);
+    setsockopt(src.wait_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, 1);
+    let _tx = send_all(
+        src.local_addr().unwrap(),
+        &[vxlan_datagram(1), vxlan_datagram(2)],
+    );
+    let got = collect(&mut src, 2, Duration::from_secs(5));
+    assert_eq!(got.len(), 2, "delivered");
+    let s = src.stats();
+    assert_eq!((s.delivered, s.control_truncated), (2, 2), "{s:?}");
+    assert!(
+        got[0].timestamp.sec > 1_600_000_000,
+        "{:?}",
+        got[0].timestamp
+    );
 }

@@ -161,10 +161,12 @@ impl MmsgReceiver {
                 name_len,
             )
         };
+        let mut ancillary = cmsg::parse(control);
+        ancillary.truncated = cmsg::control_truncated(h.msg_flags);
         RecvMeta {
             captured: wire_len.min(self.buffer_size),
             wire_len,
-            ancillary: cmsg::parse(control),
+            ancillary,
             peer: peer_from_bytes(name),
         }
     }

@@ -430,10 +430,12 @@ impl UringReceiver {
         let out = types::RecvMsgOut::parse(buf, &self.msghdr).ok()?;
         let payload = out.payload_data();
         let start = payload.as_ptr() as usize - self.buffers.as_ptr() as usize;
+        let mut ancillary = cmsg::parse(out.control_data());
+        ancillary.truncated = cmsg::control_truncated(out.flags() as libc::c_int);
         let meta = RecvMeta {
             captured: payload.len(),
             wire_len: (out.incoming_payload_len() as usize).max(payload.len()),
-            ancillary: cmsg::parse(out.control_data()),
+            ancillary,
             peer: peer_from_bytes(out.name_data()),
         };
         self.current = Some(Lent {
@@ -696,6 +698,58 @@ mod tests {
         }
     }
 
+    /// The metadata of the next `n` datagrams.
+    fn receive(rx: &mut UringReceiver, n: usize) -> Vec<RecvMeta> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match rx.next().unwrap() {
+                Some(meta) => got.push(meta),
+                None => {
+                    let mut pfd = libc::pollfd {
+                        fd: rx.wait_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one live pollfd.
+                    unsafe { libc::poll(&mut pfd, 1, 1000) };
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn truncated_control_data_is_flagged() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let fd = sock.as_raw_fd();
+        // A timestamp and IP_PKTINFO fill CONTROL_LEN; IP_TTL overflows it.
+        for (level, opt) in [
+            (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS),
+            (libc::IPPROTO_IP, libc::IP_PKTINFO),
+            (libc::IPPROTO_IP, libc::IP_RECVTTL),
+        ] {
+            let one: libc::c_int = 1;
+            // SAFETY: the value points at a live c_int of the size passed.
+            let rc =
+                unsafe { libc::setsockopt(fd, level, opt, (&one as *const libc::c_int).cast(), 4) };
+            assert_eq!(rc, 0);
+        }
+        let mut rx = match UringReceiver::new(fd, &UringConfig::default(), false) {
+            Ok(rx) => rx,
+            Err(e) => return println!("SKIPPED: io_uring unavailable here: {e}"),
+        };
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(&[7; 32], sock.local_addr().unwrap()).unwrap();
+        let meta = receive(&mut rx, 1)[0];
+        assert!(meta.ancillary.truncated, "{meta:?}");
+        assert!(
+            meta.ancillary.timestamp.is_some(),
+            "the timestamp came first"
+        );
+        assert_eq!(meta.captured, 32, "the datagram is whole");
+    }
+
     fn socket_drained(fd: RawFd) -> usize {
         let mut n = 0;
         crate::recv::drain_socket(fd, 1000, |_, _| n += 1);
@@ -718,21 +772,7 @@ mod tests {
             }
         };
         send(10);
-        let mut got = 0;
-        while got < 10 {
-            match rx.next().unwrap() {
-                Some(_) => got += 1,
-                None => {
-                    let mut pfd = libc::pollfd {
-                        fd: rx.wait_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    // SAFETY: one live pollfd.
-                    unsafe { libc::poll(&mut pfd, 1, 1000) };
-                }
-            }
-        }
+        receive(&mut rx, 10);
         assert!(rx.armed, "the multishot receive is running");
         rx.stop();
         assert!(!rx.armed, "its last completion was reaped");
