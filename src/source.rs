@@ -12,7 +12,7 @@ use crate::decap::{Decapsulator, Inner};
 use crate::error::Error;
 use crate::gro::{Segment, Segments};
 use crate::link::LinkType;
-use crate::path::{self, SourcePath};
+use crate::path::{self, Encap, SourcePath};
 use crate::recv::{MmsgReceiver, Receiver, ReceiverKind, RecvMeta, UringReceiver};
 use crate::reject::Reject;
 use crate::socket::{self, Listener, RecvBuffer};
@@ -226,7 +226,7 @@ impl Source {
             .unwrap_or_default();
         match self
             .check_sender(&meta)
-            .and_then(|()| self.decap.decap(datagram))
+            .and_then(|()| self.decapsulate(datagram, &meta))
         {
             Ok(inner) => {
                 self.stats.delivered += 1;
@@ -237,6 +237,32 @@ impl Source {
                 self.release();
                 Ok(Step::Reject(reason))
             }
+        }
+    }
+
+    /// Decapsulates the captured bytes of a datagram. `skip=N` that reaches
+    /// past what the buffer captured but not past the datagram finds the
+    /// inner packet there, none of it captured: it is delivered truncated,
+    /// like any datagram longer than its buffer. Rejecting it as beyond the
+    /// datagram would be untrue, and would make the receivers disagree:
+    /// their buffers differ in size (recvmmsg_buffer_size vs. an io_uring
+    /// buffer less its recvmsg header, address and control data), so one
+    /// captured past N where the other did not.
+    fn decapsulate(&self, datagram: &[u8], meta: &RecvMeta) -> Result<Inner, Reject> {
+        match (self.path.encap, self.decap.decap(datagram)) {
+            (Encap::Skip(n), Err(Reject::SkipBeyondDatagram | Reject::EmptyDatagram))
+                if usize::from(n) < meta.wire_len =>
+            {
+                Ok(Inner {
+                    offset: usize::from(n),
+                    link_type: self.path.link_type,
+                    vxlan_vni: None,
+                    geneve_vni: None,
+                    geneve_options: 0..0,
+                    ethertype: None,
+                })
+            }
+            (_, decapsulated) => decapsulated,
         }
     }
 
@@ -356,7 +382,8 @@ impl Source {
         // before them (handed out already) as headroom.
         let at = at + segment.start;
         let buf = &mut buf[..at + segment.len()];
-        let mut start = at + inner.offset;
+        // The offset may lie past the captured bytes (skip=N, see decapsulate).
+        let mut start = at + inner.offset.min(segment.len());
         let mut wire_len = meta.wire_len - inner.offset;
         if let Some(ethertype) = inner.ethertype {
             // Headroom plus the tunnel header always leave room for it.

@@ -422,3 +422,50 @@ fn truncated_control_data_is_counted_and_the_datagram_delivered() {
         got[0].timestamp
     );
 }
+
+/// skip=N past what the buffer captured but inside the datagram: the inner
+/// packet is there, only cut, so both receivers deliver it truncated, and
+/// only a skip past the datagram's end is skip_beyond_datagram.
+#[test]
+fn skip_past_the_capture_but_inside_the_datagram_is_delivered_truncated() {
+    let datagram: Vec<u8> = (0..12000u32).map(|i| (i % 251) as u8).collect();
+    for kind in receivers() {
+        // Small buffers (as tests/roundtrip's oversized test), then the
+        // defaults, where recvmmsg captures 9248 bytes and io_uring more.
+        for small in [true, false] {
+            for (skip, delivered) in [
+                (1500usize, true),
+                (10000, true),
+                (11999, true),
+                (12000, false),
+            ] {
+                let mut cfg = config(kind);
+                if small {
+                    cfg.recvmmsg_buffer_size = 1000;
+                    cfg.uring.buffer_shift = 10;
+                }
+                let mut path =
+                    zeek_udp_source::path::parse(&format!("127.0.0.1:1:skip={skip}")).unwrap();
+                path.addr.set_port(0);
+                let mut src = zeek_udp_source::Source::open_path(path, &cfg).unwrap();
+                let _tx = send_all(src.local_addr().unwrap(), std::slice::from_ref(&datagram));
+                let got = collect(&mut src, 1, Duration::from_secs(5));
+                let s = src.stats();
+                let what = format!("{kind:?} small={small} skip={skip}: {s:?}");
+                if !delivered {
+                    assert!(got.is_empty(), "{what}");
+                    assert_eq!(s.rejected_for(Reject::SkipBeyondDatagram), 1, "{what}");
+                    continue;
+                }
+                assert_eq!(got.len(), 1, "{what}");
+                assert_eq!(s.rejected_total(), 0, "{what}");
+                assert_eq!(got[0].wire_len, 12000 - skip, "{what}");
+                assert_eq!(
+                    got[0].data[..],
+                    datagram[skip..skip + got[0].data.len()],
+                    "{what}"
+                );
+            }
+        }
+    }
+}
