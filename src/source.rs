@@ -380,13 +380,17 @@ impl Source {
         let (buf, at) = self.rx.current_with_headroom();
         // Datagrams of a coalesced receive after the first have the ones
         // before them (handed out already) as headroom.
-        let at = at + segment.start;
+        let mut at = at + segment.start;
         let buf = &mut buf[..at + segment.len()];
         // The offset may lie past the captured bytes (skip=N, see decapsulate).
         let mut start = at + inner.offset.min(segment.len());
         let mut wire_len = meta.wire_len - inner.offset;
         if let Some(ethertype) = inner.ethertype {
-            // Headroom plus the tunnel header always leave room for it.
+            // The header goes right before the inner packet, where the end
+            // of the tunnel header is: move the tunnel header (whose GENEVE
+            // options are lent out too) into the headroom first.
+            buf.copy_within(at..start, at - ETHERNET_LEN);
+            at -= ETHERNET_LEN;
             start -= ETHERNET_LEN;
             wire_len += ETHERNET_LEN;
             let header = &mut buf[start..start + ETHERNET_LEN];

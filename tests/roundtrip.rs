@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use zeek_udp_source::encap::Encoder;
-use zeek_udp_source::wire::GeneveOption;
+use zeek_udp_source::wire::{GeneveOption, GeneveOptions};
 use zeek_udp_source::{Encap, LinkType, ReceiverKind, Reject};
 
 const N: u32 = 300;
@@ -466,6 +466,48 @@ fn skip_past_the_capture_but_inside_the_datagram_is_delivered_truncated() {
                     "{what}"
                 );
             }
+        }
+    }
+}
+
+/// GENEVE carrying a bare EtherType (ARP) gets a synthesized Ethernet
+/// header in front of the inner packet; the GENEVE options right before it
+/// must come out intact, and so must the configured option's value.
+#[test]
+fn a_synthesized_ethernet_header_leaves_the_geneve_options_intact() {
+    use zeek_udp_source::wire::Geneve;
+    let arp: Vec<u8> = (0..28u8).collect();
+    let mut options = Vec::new();
+    GeneveOption::emit(0x0103, 0x80, &[1, 2, 3, 4, 5, 6, 7, 8], &mut options);
+    GeneveOption::emit(0xffff, 1, &[9; 4], &mut options);
+    for opts in [options.clone(), options[..12].to_vec(), Vec::new()] {
+        let mut d = Vec::new();
+        Geneve::emit(7, 0x0806, &opts, &mut d);
+        d.extend_from_slice(&arp);
+        for kind in receivers() {
+            let mut path = zeek_udp_source::path::parse("127.0.0.1:1:geneve").unwrap();
+            path.addr.set_port(0);
+            let cfg = zeek_udp_source::Config {
+                geneve_key_option: Some((0x0103, 0x80)),
+                ..config(kind)
+            };
+            let mut src = zeek_udp_source::Source::open_path(path, &cfg).unwrap();
+            let _tx = send_all(src.local_addr().unwrap(), std::slice::from_ref(&d));
+            let got = collect(&mut src, 1, Duration::from_secs(5));
+            let what = format!("{kind:?} options {}", opts.len());
+            assert_eq!(got.len(), 1, "{what}");
+            let g = &got[0];
+            let mut framed = vec![0u8; 12];
+            framed.extend_from_slice(&[0x08, 0x06]);
+            framed.extend_from_slice(&arp);
+            assert_eq!(g.data, framed, "{what}");
+            assert_eq!(g.wire_len, framed.len(), "{what}");
+            let want: Vec<(u16, u8, Vec<u8>)> = GeneveOptions::new(&opts)
+                .map(|o| (o.class, o.kind, o.data.to_vec()))
+                .collect();
+            assert_eq!(g.geneve_options, want, "{what}");
+            let value = (!opts.is_empty()).then_some(0x0102_0304_0506_0708);
+            assert_eq!(g.geneve_option_value, value, "{what}");
         }
     }
 }
