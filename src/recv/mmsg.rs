@@ -6,7 +6,7 @@ use std::mem::{size_of, zeroed};
 use std::os::fd::RawFd;
 
 use super::buffers::Buffers;
-use super::{HEADROOM, Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
+use super::{Frame, HEADROOM, Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
 use crate::cmsg::{self, CONTROL_LEN};
 
 /// Control buffers are `u64`s so each is aligned for `cmsghdr`.
@@ -184,20 +184,13 @@ impl Receiver for MmsgReceiver {
         Ok(Some(self.meta(i)))
     }
 
-    fn current(&self) -> &[u8] {
-        match self.current {
-            Some(i) => &self.buffers[self.slot(i)][HEADROOM..],
-            None => &[],
-        }
-    }
-
-    fn current_with_headroom(&mut self) -> (&mut [u8], usize) {
+    fn frame(&mut self) -> Frame<'_> {
         match self.current {
             Some(i) => {
                 let slot = self.slot(i);
-                (&mut self.buffers[slot], HEADROOM)
+                Frame::new(&mut self.buffers[slot], HEADROOM)
             }
-            None => (&mut [], 0),
+            None => Frame::empty(),
         }
     }
 

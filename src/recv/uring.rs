@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::{IoUring, cqueue, opcode, types};
 
 use super::buffers::Buffers;
-use super::{Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
+use super::{Frame, HEADROOM, Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
 use crate::cmsg::{self, CONTROL_LEN};
 use crate::error::{Error, uring_step};
 
@@ -119,6 +119,13 @@ impl UringConfig {
         Ok(())
     }
 }
+
+/// Bytes in front of every payload in a provided buffer, reused as its
+/// headroom: the recvmsg header and the control data (and the address,
+/// when asked for).
+/// `struct io_uring_recvmsg_out` is four u32s.
+const HEADROOM_IN_BUFFER: usize = 4 * size_of::<u32>() + CONTROL_LEN;
+const _: () = assert!(HEADROOM_IN_BUFFER >= HEADROOM);
 
 /// io_uring_enter(2) flag: wait for / reap completions, running deferred work
 /// (linux/io_uring.h; the crate keeps its constant private).
@@ -614,23 +621,16 @@ impl Receiver for UringReceiver {
         }
     }
 
-    fn current(&self) -> &[u8] {
-        match self.current {
-            Some(l) => &self.buffers[l.start..l.start + l.len],
-            None => &[],
-        }
-    }
-
-    fn current_with_headroom(&mut self) -> (&mut [u8], usize) {
+    fn frame(&mut self) -> Frame<'_> {
         match self.current {
             // Before the payload lie the recvmsg header, the address (if
-            // asked for) and the control data, all parsed already: at least
-            // 16 + 64 bytes.
+            // asked for) and the control data, all parsed already: the
+            // headroom (asserted at HEADROOM_IN_BUFFER).
             Some(l) => {
                 let base = usize::from(l.bid) * self.buffer_size;
-                (&mut self.buffers[base..l.start + l.len], l.start - base)
+                Frame::new(&mut self.buffers[base..l.start + l.len], l.start - base)
             }
-            None => (&mut [], 0),
+            None => Frame::empty(),
         }
     }
 
