@@ -128,7 +128,7 @@ impl MmsgReceiver {
             let err = io::Error::last_os_error();
             return match err.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(err),
+                _ => Err(super::in_step("recvmmsg()", err)),
             };
         }
         self.filled = n as usize;

@@ -149,6 +149,11 @@ pub trait Receiver: Send {
     fn stop(&mut self) {}
 }
 
+/// `e` with the receive step that failed in front, so a message names it.
+pub(crate) fn in_step(step: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{step}: {e}"))
+}
+
 /// Takes up to `limit` datagrams still queued in the socket `fd` off it
 /// without copying their bytes, calling `each` with each one's length and,
 /// for a coalesced run (UDP GRO), its segment size. Stops at the first

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::{IoUring, cqueue, opcode, types};
 
 use super::buffers::Buffers;
-use super::{Frame, HEADROOM, Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
+use super::{Frame, HEADROOM, Receiver, ReceiverKind, RecvMeta, in_step, peer_from_bytes};
 use crate::cmsg::{self, CONTROL_LEN};
 use crate::error::{Error, uring_step};
 
@@ -585,9 +585,13 @@ impl Receiver for UringReceiver {
         self.release();
         loop {
             if !self.armed && !self.stopped {
-                self.arm()?;
+                self.arm()
+                    .map_err(|e| in_step("submitting the multishot recvmsg", e))?;
             }
-            let Some((result, flags)) = self.pop()? else {
+            let Some((result, flags)) = self
+                .pop()
+                .map_err(|e| in_step("reaping io_uring completions", e))?
+            else {
                 return Ok(None);
             };
             if !cqueue::more(flags) {
@@ -604,7 +608,10 @@ impl Receiver for UringReceiver {
                     self.publish();
                     continue;
                 }
-                return Err(io::Error::from_raw_os_error(-result));
+                return Err(in_step(
+                    "a multishot recvmsg completion",
+                    io::Error::from_raw_os_error(-result),
+                ));
             }
             let Some(bid) = bid else {
                 return Err(io::Error::other("io_uring completion without a buffer"));
