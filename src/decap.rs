@@ -44,6 +44,22 @@ impl Inner {
     }
 }
 
+/// `skip=N`: the inner packet starts N bytes into a datagram of `wire_len`.
+/// Where N reaches past what the buffer captured but not past the datagram,
+/// the inner packet is there, none of it captured: it is delivered
+/// truncated, like any datagram longer than its buffer. Rejecting it as
+/// beyond the datagram would be untrue, and would make the receivers
+/// disagree: their buffers differ in size (recvmmsg_buffer_size vs. an
+/// io_uring buffer less its recvmsg header, address and control data).
+fn skip(n: usize, wire_len: usize, mut inner: Inner) -> Result<Inner, Reject> {
+    if n >= wire_len {
+        return Err(Reject::SkipBeyondDatagram);
+    }
+    inner.offset = n;
+    inner.wire_len = wire_len - n;
+    Ok(inner)
+}
+
 /// Decapsulates datagrams of one encapsulation.
 #[derive(Clone, Copy, Debug)]
 pub struct Decapsulator {
@@ -84,10 +100,7 @@ impl Decapsulator {
         };
         let payload = match self.encap {
             Encap::Raw => datagram,
-            Encap::Skip(n) => datagram
-                .get(usize::from(n)..)
-                .filter(|rest| !rest.is_empty())
-                .ok_or(Reject::SkipBeyondDatagram)?,
+            Encap::Skip(n) => return skip(usize::from(n), wire_len, inner),
             Encap::Vxlan => self.vxlan(datagram, &mut inner)?,
             Encap::Geneve => self.geneve(datagram, &mut inner)?,
             Encap::GeneveVxlan => {

@@ -35,11 +35,14 @@ pub enum Reject {
     /// geneve+vxlan: the UDP length field after GENEVE claims more than its
     /// IP packet holds, or less than the UDP header.
     InnerUdpLength,
+    /// Still queued (in the socket or in user space) when the source was
+    /// shut down: taken off and counted, never analysed.
+    UnreadAtShutdown,
 }
 
 impl Reject {
     /// Number of reasons; the length of per-reason counter arrays.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
 
     /// Every reason, in counter order.
     pub const ALL: [Reject; Reject::COUNT] = [
@@ -56,6 +59,7 @@ impl Reject {
         Reject::SourceNotAllowed,
         Reject::InnerIpLength,
         Reject::InnerUdpLength,
+        Reject::UnreadAtShutdown,
     ];
 
     /// Stable name, used for the Zeek weird, statistics and JSON keys.
@@ -79,6 +83,7 @@ impl Reject {
             Reject::SourceNotAllowed => c"udp_source_not_allowed",
             Reject::InnerIpLength => c"geneve_vxlan_bad_inner_ip_length",
             Reject::InnerUdpLength => c"geneve_vxlan_bad_inner_udp_length",
+            Reject::UnreadAtShutdown => c"unread_at_shutdown",
         }
     }
 
@@ -102,6 +107,7 @@ impl Reject {
             Reject::InnerUdpLength => {
                 "UDP length after GENEVE is longer than its IP packet or shorter than 8"
             }
+            Reject::UnreadAtShutdown => "still queued when the source shut down",
         }
     }
 

@@ -1,122 +1,26 @@
-//! A packet source: one socket, one receiver, one decapsulator, and the
-//! counters that account for every datagram.
+//! A packet source: one socket, one receiver, and a short loop over each
+//! datagram: receive ([`crate::gro`] splits coalesced runs, [`crate::pace`]
+//! spaces the receives), admit (the path's allowlist), decapsulate into a
+//! view ([`crate::packet`]), count ([`crate::stats`]).
 
 use std::io;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::{Duration, Instant};
 
-use crate::cmsg::Timestamp;
-use crate::decap::{Decapsulator, Inner};
+use crate::decap::Inner;
 use crate::error::Error;
-use crate::gro::{Segment, Segments};
-use crate::link::LinkType;
+use crate::gro::Coalescer;
+use crate::pace::Pacer;
+use crate::packet::Unwrap;
 use crate::path::{self, SourcePath};
-use crate::recv::uring::UringConfig;
 use crate::recv::{MmsgReceiver, Receiver, ReceiverKind, RecvMeta, UringReceiver};
 use crate::reject::Reject;
 use crate::socket::{self, Listener, RecvBuffer};
 use crate::stats::{DropCounter, Stats};
-use crate::wire::GeneveOptions;
 
-/// Settings that are not part of the path (Zeek's `PacketSource::UDP::*`).
-#[derive(Clone, Copy, Debug)]
-pub struct Config {
-    /// Which receiver to use.
-    pub receiver: ReceiverKind,
-    /// SO_RCVBUF to ask for; 0 keeps the kernel's default.
-    pub recv_buffer_size: usize,
-    /// Datagrams per recvmmsg call.
-    pub recvmmsg_batch: usize,
-    /// Bytes per recvmmsg buffer; larger datagrams arrive truncated.
-    pub recvmmsg_buffer_size: usize,
-    /// io_uring settings.
-    pub uring: UringConfig,
-    /// After a receive that emptied the socket, hold the next one off until
-    /// this long after it, so datagrams gather and arrive in one batch
-    /// (zero: never wait). Bounds the latency it adds.
-    pub batch_wait: Duration,
-    /// A GENEVE option (class, type) whose value identifies the network,
-    /// for senders that leave the VNI 0 (GCP NSI); see [`Packet::geneve_option_value`].
-    pub geneve_key_option: Option<(u16, u8)>,
-    /// Ask the kernel for each datagram's sender ([`Packet::peer`]). Costs
-    /// a copy per datagram; paths with `allow=` get it regardless.
-    pub peer_addresses: bool,
-    /// UDP GRO: let the kernel hand over runs of same-size datagrams from
-    /// one sender in one buffer (recvmmsg only; buffers grow to 64 KiB and
-    /// a call takes at most [`GRO_BATCH`] of them).
-    pub udp_gro: bool,
-}
-
-/// recvmmsg buffers with UDP GRO: a coalesced run stays below 64 KiB.
-pub const GRO_BUFFER: usize = 65536;
-/// At most this many recvmmsg buffers with UDP GRO (8 MiB).
-pub const GRO_BATCH: usize = 128;
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            receiver: ReceiverKind::Recvmmsg,
-            recv_buffer_size: 16 * 1024 * 1024,
-            recvmmsg_batch: 1024,
-            recvmmsg_buffer_size: 9216 + 32,
-            uring: UringConfig::default(),
-            batch_wait: Duration::ZERO,
-            geneve_key_option: None,
-            peer_addresses: true,
-            udp_gro: false,
-        }
-    }
-}
-
-/// How the caller should wait for this source next.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Wait {
-    /// Packets are waiting: call again at once.
-    Now,
-    /// Sleep on [`Source::wait_fd`] until it is readable.
-    OnFd,
-    /// Sleep this long without watching the fd (datagrams are gathering).
-    For(Duration),
-}
-
-/// A decapsulated packet, borrowed from the receiver until
-/// [`Source::done`] or the next [`Source::next_packet`].
-#[derive(Clone, Copy, Debug)]
-pub struct Packet<'a> {
-    /// The inner packet's captured bytes.
-    pub data: &'a [u8],
-    /// The inner packet's length on the wire (larger when truncated).
-    pub wire_len: usize,
-    /// The kernel's receive timestamp.
-    pub timestamp: Timestamp,
-    /// Link type of `data`.
-    pub link_type: LinkType,
-    /// VXLAN VNI, for `vxlan` and `geneve+vxlan`.
-    pub vxlan_vni: Option<u32>,
-    /// GENEVE VNI, for `geneve` and `geneve+vxlan`.
-    pub geneve_vni: Option<u32>,
-    /// The raw GENEVE options area (empty if none).
-    pub geneve_options: &'a [u8],
-    /// Who sent the tunnel datagram (`None` unless [`Config::peer_addresses`]
-    /// or the path's `allow=` asked for it).
-    pub peer: Option<SocketAddr>,
-    /// The value of [`Config::geneve_key_option`] in this packet, if both are there.
-    pub geneve_option_value: Option<u64>,
-}
-
-impl<'a> Packet<'a> {
-    /// The GENEVE options, one by one.
-    pub fn geneve_options(&self) -> GeneveOptions<'a> {
-        GeneveOptions::new(self.geneve_options)
-    }
-
-    /// The datagram did not fit its buffer; `data` is shorter than `wire_len`.
-    pub fn truncated(&self) -> bool {
-        self.data.len() < self.wire_len
-    }
-}
+pub use crate::config::{Config, GRO_BATCH, GRO_BUFFER};
+pub use crate::pace::Wait;
+pub use crate::packet::Packet;
 
 /// What [`Source::next_event`] found.
 #[derive(Debug)]
@@ -129,38 +33,33 @@ pub enum Event<'a> {
     Idle,
 }
 
-/// One datagram's fate, without borrows, so loops over it stay simple.
-enum Step {
-    Deliver(Inner, RecvMeta),
-    Reject(Reject),
-    Empty,
-}
-
-/// A synthesized Ethernet header: zero MAC addresses and the EtherType.
-const ETHERNET_LEN: usize = 14;
-
-/// At most this many rejects are skipped in one [`Source::next_packet`], so a flood
+/// At most this many rejects are skipped in one [`Source::next_packet`]
+/// (and in one call of the Zeek shim, `ZUS_REJECTS_PER_CALL`), so a flood
 /// of garbage cannot keep the caller inside one call.
-const REJECTS_PER_CALL: usize = 4096;
+pub const REJECTS_PER_CALL: usize = 4096;
+
+/// After this many receives in a row have failed, the source gives up
+/// ([`Source::failure`]): an error that persists (a socket gone bad, a
+/// kernel that cannot re-arm a receive) would otherwise be retried forever.
+pub const MAX_CONSECUTIVE_ERRORS: u32 = 64;
 
 /// A UDP tunnel packet source.
 pub struct Source {
     rx: Box<dyn Receiver>,
     listener: Listener,
-    decap: Decapsulator,
+    unwrap: Unwrap,
     path: SourcePath,
     stats: Stats,
     drops: DropCounter,
-    last_timestamp: Timestamp,
-    batch_wait: Duration,
-    geneve_key_option: Option<(u16, u8)>,
-    /// While set, receives are held off until then (gathering).
-    gather_until: Option<Instant>,
-    /// The rest of a coalesced (UDP GRO) receive, and what it said.
-    segments: Segments,
-    coalesced: RecvMeta,
-    /// The current datagram's bytes within the receiver's current buffer.
-    segment: Range<usize>,
+    pacer: Pacer,
+    /// The datagram being handed out, within its (maybe coalesced) receive.
+    gro: Coalescer,
+    /// Receives that failed since the last one that did not.
+    consecutive_errors: u32,
+    /// Why the source gave up, once it has.
+    failure: Option<String>,
+    /// [`Source::shutdown`] ran.
+    shut: bool,
 }
 
 impl Source {
@@ -171,6 +70,7 @@ impl Source {
 
     /// Opens an already parsed path.
     pub fn open_path(path: SourcePath, config: &Config) -> Result<Source, Error> {
+        config.validate(&path)?;
         let listener = Listener::bind(path.addr, config.recv_buffer_size)?;
         if let Some(workers) = path.workers {
             let prog = crate::balance::program(path.encap, path.link_type, workers);
@@ -182,219 +82,26 @@ impl Source {
                     source,
                 })?;
         }
-        let fd = listener.socket.as_raw_fd();
-        let peers = config.peer_addresses || !path.allow.is_empty();
-        let (mut batch, mut buffer_size) = (config.recvmmsg_batch, config.recvmmsg_buffer_size);
         if config.udp_gro {
-            if config.receiver != ReceiverKind::Recvmmsg {
-                return Err(Error::Config {
-                    name: "udp_gro",
-                    problem: "works with the recvmmsg receiver only: use it, or turn udp_gro off"
-                        .to_string(),
-                });
-            }
-            if path.workers.is_some() {
-                // The kernel picks the worker for the first datagram of a
-                // run; the rest follow it whatever their inner flow.
-                return Err(Error::Config {
-                    name: "udp_gro",
-                    problem: "cannot be combined with workers=: a coalesced run reaches one worker whatever its inner flows".to_string(),
-                });
-            }
             listener.enable_gro().map_err(|source| Error::Socket {
                 addr: path.addr,
                 call: "UDP_GRO (udp_gro)",
                 source,
             })?;
-            batch = batch.min(GRO_BATCH);
-            buffer_size = buffer_size.max(GRO_BUFFER);
         }
-        let rx: Box<dyn Receiver> = match config.receiver {
-            ReceiverKind::Recvmmsg => Box::new(
-                MmsgReceiver::new(fd, batch, buffer_size, peers).map_err(|source| {
-                    Error::Socket {
-                        addr: path.addr,
-                        call: "mmap of the receive buffers",
-                        source,
-                    }
-                })?,
-            ),
-            ReceiverKind::IoUring => Box::new(UringReceiver::new(fd, &config.uring, peers)?),
-        };
         Ok(Source {
-            rx,
+            rx: receiver(&listener, &path, config)?,
             listener,
-            decap: Decapsulator::new(path.encap, path.link_type),
+            unwrap: Unwrap::new(&path, config.geneve_key_option),
             path,
             stats: Stats::default(),
             drops: DropCounter::default(),
-            last_timestamp: Timestamp::default(),
-            batch_wait: config.batch_wait,
-            geneve_key_option: config.geneve_key_option,
-            gather_until: None,
-            segments: Segments::default(),
-            coalesced: RecvMeta::default(),
-            segment: 0..0,
+            pacer: Pacer::new(config.batch_wait),
+            gro: Coalescer::default(),
+            consecutive_errors: 0,
+            failure: None,
+            shut: false,
         })
-    }
-
-    fn step(&mut self) -> io::Result<Step> {
-        let meta = match self.segments.next_segment() {
-            Some(segment) => self.enter(segment),
-            None => match self.receive()? {
-                Some(meta) => meta,
-                None => return Ok(Step::Empty),
-            },
-        };
-        self.stats.count_datagram(meta.wire_len, meta.truncated());
-        let datagram = self
-            .rx
-            .current()
-            .get(self.segment.clone())
-            .unwrap_or_default();
-        match self
-            .check_sender(&meta)
-            .and_then(|()| self.decap.decap(datagram))
-        {
-            Ok(inner) => {
-                self.stats.delivered += 1;
-                Ok(Step::Deliver(inner, meta))
-            }
-            Err(reason) => {
-                self.stats.count_reject(reason);
-                self.release();
-                Ok(Step::Reject(reason))
-            }
-        }
-    }
-
-    /// One receive: a datagram, or the first of a coalesced run. `None`
-    /// when nothing came (traffic has stopped: the caller sleeps on the fd)
-    /// or a hold-off is running.
-    fn receive(&mut self) -> io::Result<Option<RecvMeta>> {
-        let receiving = !self.rx.has_pending();
-        if receiving && self.gathering() {
-            return Ok(None);
-        }
-        let meta = match self.rx.next() {
-            Ok(Some(meta)) => meta,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                self.stats.receive_errors += 1;
-                return Err(e);
-            }
-        };
-        if receiving {
-            self.after_receive();
-        }
-        self.segment = 0..meta.captured;
-        let Some(size) = meta.ancillary.gro_size else {
-            return Ok(Some(meta));
-        };
-        self.segments = Segments::new(usize::from(size), meta.captured, meta.wire_len);
-        self.stats.coalesced += self.segments.count() as u64;
-        self.coalesced = meta;
-        Ok(self.segments.next_segment().map(|s| self.enter(s)))
-    }
-
-    /// Makes a datagram of a coalesced receive the current one.
-    fn enter(&mut self, segment: Segment) -> RecvMeta {
-        self.segment = segment.range.clone();
-        RecvMeta {
-            captured: segment.range.len(),
-            wire_len: segment.wire_len,
-            ..self.coalesced
-        }
-    }
-
-    /// Gives the receive buffer back once no datagram of it is left.
-    fn release(&mut self) {
-        if !self.segments.pending() {
-            self.rx.release();
-        }
-    }
-
-    /// The path's allowlist, if it has one, must hold the sender.
-    fn check_sender(&self, meta: &RecvMeta) -> Result<(), Reject> {
-        if self.path.allow.is_empty() {
-            return Ok(());
-        }
-        match meta.peer {
-            Some(peer) if self.path.allow.iter().any(|c| c.contains(peer.ip())) => Ok(()),
-            _ => Err(Reject::SourceNotAllowed),
-        }
-    }
-
-    /// A hold-off is running; clears it once it is over.
-    fn gathering(&mut self) -> bool {
-        match self.gather_until {
-            Some(until) if Instant::now() < until => true,
-            _ => {
-                self.gather_until = None;
-                false
-            }
-        }
-    }
-
-    /// A receive that emptied the kernel's queue holds off the next one
-    /// until `batch_wait` after it, so datagrams gather into one fuller
-    /// batch, as af_packet's block timeout does; meanwhile the caller works
-    /// through this batch. A full batch means more is waiting: no hold-off.
-    /// Starting the window here, not when the batch runs out, also saves
-    /// the receive that would only have found the queue empty.
-    fn after_receive(&mut self) {
-        if !self.batch_wait.is_zero() && self.rx.drained() {
-            self.gather_until = Some(Instant::now() + self.batch_wait);
-        }
-    }
-
-    /// How to wait before calling [`Source::next_packet`] again.
-    pub fn wait(&self) -> Wait {
-        if self.has_pending() {
-            return Wait::Now;
-        }
-        match self.gather_until {
-            Some(until) => Wait::For(until.saturating_duration_since(Instant::now())),
-            None => Wait::OnFd,
-        }
-    }
-
-    fn packet(&mut self, inner: Inner, meta: RecvMeta) -> Packet<'_> {
-        let timestamp = meta.ancillary.timestamp.unwrap_or(self.last_timestamp);
-        self.last_timestamp = timestamp;
-        let segment = self.segment.clone();
-        let (buf, at) = self.rx.current_with_headroom();
-        // Datagrams of a coalesced receive after the first have the ones
-        // before them (handed out already) as headroom.
-        let at = at + segment.start;
-        let buf = &mut buf[..at + segment.len()];
-        let mut start = at + inner.offset;
-        let mut wire_len = meta.wire_len - inner.offset;
-        if let Some(ethertype) = inner.ethertype {
-            // Headroom plus the tunnel header always leave room for it.
-            start -= ETHERNET_LEN;
-            wire_len += ETHERNET_LEN;
-            let header = &mut buf[start..start + ETHERNET_LEN];
-            header[..12].fill(0);
-            header[12..].copy_from_slice(&ethertype.to_be_bytes());
-        }
-        let buf: &[u8] = buf;
-        let datagram = &buf[at..];
-        let options = &datagram[inner.geneve_options];
-        let geneve_option_value = self
-            .geneve_key_option
-            .and_then(|(class, kind)| GeneveOptions::new(options).option_value(class, kind));
-        Packet {
-            data: &buf[start..],
-            wire_len,
-            timestamp,
-            link_type: inner.link_type,
-            vxlan_vni: inner.vxlan_vni,
-            geneve_vni: inner.geneve_vni,
-            geneve_options: options,
-            peer: meta.peer,
-            geneve_option_value,
-        }
     }
 
     /// The next packet, skipping (and counting) rejected datagrams.
@@ -402,9 +109,9 @@ impl Source {
     pub fn next_packet(&mut self) -> io::Result<Option<Packet<'_>>> {
         for _ in 0..REJECTS_PER_CALL {
             match self.step()? {
-                Step::Deliver(inner, meta) => return Ok(Some(self.packet(inner, meta))),
-                Step::Reject(_) => continue,
-                Step::Empty => return Ok(None),
+                Some(Ok((inner, meta))) => return Ok(Some(self.view(&inner, &meta))),
+                Some(Err(_)) => continue,
+                None => return Ok(None),
             }
         }
         Ok(None)
@@ -414,15 +121,153 @@ impl Source {
     /// caller can raise a weird for it.
     pub fn next_event(&mut self) -> io::Result<Event<'_>> {
         Ok(match self.step()? {
-            Step::Deliver(inner, meta) => Event::Packet(self.packet(inner, meta)),
-            Step::Reject(reason) => Event::Rejected(reason),
-            Step::Empty => Event::Idle,
+            Some(Ok((inner, meta))) => Event::Packet(self.view(&inner, &meta)),
+            Some(Err(reason)) => Event::Rejected(reason),
+            None => Event::Idle,
         })
+    }
+
+    /// One datagram through the loop: received, counted, admitted and
+    /// decapsulated, or rejected for a reason. `None` when none is waiting.
+    ///
+    /// The verdict holds no borrow (the caller loops over rejects, which
+    /// the borrow checker refuses around a borrowed packet), so the packet's
+    /// view takes the same frame again in [`Source::view`].
+    fn step(&mut self) -> io::Result<Option<Result<(Inner, RecvMeta), Reject>>> {
+        let Some(meta) = self.next_datagram()? else {
+            return Ok(None);
+        };
+        self.stats.count_datagram(meta.wire_len, meta.truncated());
+        self.stats.control_truncated += u64::from(meta.ancillary.truncated);
+        let verdict = self.admit(&meta).and_then(|()| {
+            let frame = self.rx.frame().narrow(self.gro.range());
+            self.unwrap.inner(frame.datagram(), meta.wire_len)
+        });
+        Ok(Some(match verdict {
+            Ok(inner) => {
+                self.stats.delivered += 1;
+                Ok((inner, meta))
+            }
+            Err(reason) => {
+                self.stats.count_reject(reason);
+                self.release();
+                Err(reason)
+            }
+        }))
+    }
+
+    /// The packet a delivered datagram holds.
+    fn view(&mut self, inner: &Inner, meta: &RecvMeta) -> Packet<'_> {
+        let frame = self.rx.frame().narrow(self.gro.range());
+        self.unwrap.view(frame, inner, meta)
+    }
+
+    /// The next datagram: the next of a coalesced run, or a new receive
+    /// unless a hold-off is running. `None` when none is waiting.
+    fn next_datagram(&mut self) -> io::Result<Option<RecvMeta>> {
+        if let Some(why) = &self.failure {
+            return Err(io::Error::other(why.clone()));
+        }
+        if self.shut {
+            return Ok(None);
+        }
+        if let Some(meta) = self.gro.next_datagram() {
+            return Ok(Some(meta));
+        }
+        let from_kernel = !self.rx.has_pending();
+        if from_kernel && self.pacer.holding() {
+            return Ok(None);
+        }
+        let received = self.rx.next();
+        self.note_receive(&received);
+        let Some(meta) = received? else {
+            return Ok(None);
+        };
+        if from_kernel {
+            self.pacer.received(self.rx.drained());
+        }
+        let (first, coalesced) = self.gro.start(meta);
+        self.stats.coalesced += coalesced as u64;
+        Ok(first)
+    }
+
+    /// Counts a failed receive; gives up when failures persist.
+    fn note_receive<T>(&mut self, received: &io::Result<T>) {
+        let Err(e) = received else {
+            self.consecutive_errors = 0;
+            return;
+        };
+        self.stats.receive_errors += 1;
+        self.consecutive_errors += 1;
+        if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
+            self.failure = Some(format!(
+                "the {} receiver failed {} times in a row, the last time with: {e}; the source has stopped (restart it; if this repeats, try the other receiver)",
+                self.rx.kind().name(),
+                self.consecutive_errors
+            ));
+        }
+    }
+
+    /// The path's allowlist, if it has one, must hold the sender.
+    fn admit(&self, meta: &RecvMeta) -> Result<(), Reject> {
+        if self.path.allow.is_empty() {
+            return Ok(());
+        }
+        match meta.peer {
+            Some(peer) if self.path.allow.iter().any(|c| c.contains(peer.ip())) => Ok(()),
+            _ => Err(Reject::SourceNotAllowed),
+        }
+    }
+
+    /// Gives the receive buffer back once no datagram of it is left.
+    fn release(&mut self) {
+        if !self.gro.pending() {
+            self.rx.release();
+        }
+    }
+
+    /// How to wait before calling [`Source::next_packet`] again.
+    pub fn wait(&self) -> Wait {
+        self.pacer.wait(self.has_pending())
     }
 
     /// The caller is done with the packet from `next`; its buffer is reused.
     pub fn done(&mut self) {
         self.release();
+    }
+
+    /// The caller's capture filter took out the packet from `next`: counts
+    /// it as filtered (it stays delivered) and releases it, like `done`.
+    pub fn filtered(&mut self) {
+        self.stats.filtered += 1;
+        self.release();
+    }
+
+    /// Why the source gave up, if it has: its receives kept failing. Every
+    /// later receive returns this as an error.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Stops receiving and counts every datagram still queued (the rest of
+    /// a coalesced run, a batch in user space, io_uring's completions, the
+    /// socket) as received and rejected for [`Reject::UnreadAtShutdown`],
+    /// so the counters are final: `received == delivered + rejected` and,
+    /// for what was sent before, `sent == received + kernel_drops`. A packet
+    /// still lent out is released. Later receives find nothing; calling it
+    /// again does nothing.
+    pub fn shutdown(&mut self) {
+        if self.shut {
+            return;
+        }
+        self.shut = true;
+        self.pacer.stop();
+        while let Some(meta) = self.gro.next_datagram() {
+            self.stats.count_unread(meta.wire_len);
+        }
+        let budget = crate::drain::budget(self.listener.recv_buffer.granted);
+        let fd = self.listener.socket.as_raw_fd();
+        crate::drain::unread(self.rx.as_mut(), fd, budget, &mut self.stats);
     }
 
     /// Counters as they stand, without a syscall (kernel drops as of the
@@ -448,7 +293,7 @@ impl Source {
 
     /// Packets are waiting in user space; the next `next` makes no syscall.
     pub fn has_pending(&self) -> bool {
-        self.rx.has_pending() || self.segments.pending()
+        self.rx.has_pending() || self.gro.pending()
     }
 
     /// The bound address (with the real port when the path said 0).
@@ -470,4 +315,28 @@ impl Source {
     pub fn receiver_kind(&self) -> ReceiverKind {
         self.rx.kind()
     }
+}
+
+/// The receiver `config` asks for, on the listener's socket.
+fn receiver(
+    listener: &Listener,
+    path: &SourcePath,
+    config: &Config,
+) -> Result<Box<dyn Receiver>, Error> {
+    let fd = listener.socket.as_raw_fd();
+    let peers = config.peer_addresses || !path.allow.is_empty();
+    Ok(match config.receiver {
+        ReceiverKind::Recvmmsg => {
+            let (batch, buffer_size, _) = config.recvmmsg_shape()?;
+            let rx = MmsgReceiver::new(fd, batch, buffer_size, peers).map_err(|source| {
+                Error::Socket {
+                    addr: path.addr,
+                    call: "mmap of the receive buffers",
+                    source,
+                }
+            })?;
+            Box::new(rx)
+        }
+        ReceiverKind::IoUring => Box::new(UringReceiver::new(fd, &config.uring, peers)?),
+    })
 }

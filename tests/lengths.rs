@@ -45,3 +45,46 @@ fn length_fields_beyond_the_datagram_are_rejected_and_counted() {
         assert_accounted(&mut src);
     }
 }
+
+#[test]
+fn padding_after_the_length_fields_is_not_part_of_the_frame() {
+    let frame = eth_frame(4, 60);
+    let mut padded = datagram(&frame);
+    padded.extend_from_slice(&[0xee; 16]);
+    for kind in receivers() {
+        let mut src = open(kind, "127.0.0.1", "geneve+vxlan");
+        let _tx = send_all(src.local_addr().unwrap(), std::slice::from_ref(&padded));
+        let got = collect(&mut src, 1, Duration::from_secs(5));
+        assert_eq!(got.len(), 1, "{kind:?}: delivered");
+        assert_eq!(got[0].data, frame, "{kind:?}: without the padding");
+        assert_eq!(got[0].wire_len, frame.len(), "{kind:?}");
+        assert_accounted(&mut src);
+    }
+}
+
+#[test]
+fn a_datagram_longer_than_its_buffer_is_delivered_truncated() {
+    let frame = eth_frame(5, 3000);
+    for kind in receivers() {
+        let mut path = zeek_udp_source::path::parse("127.0.0.1:1:geneve+vxlan").unwrap();
+        path.addr.set_port(0);
+        let mut config = config(kind);
+        config.recvmmsg_buffer_size = 1024;
+        config.uring.buffer_shift = 10;
+        let mut src = zeek_udp_source::Source::open_path(path, &config).unwrap();
+        let _tx = send_all(src.local_addr().unwrap(), &[datagram(&frame)]);
+        let got = collect(&mut src, 1, Duration::from_secs(5));
+        assert_eq!(
+            got.len(),
+            1,
+            "{kind:?}: delivered, not rejected: {:?}",
+            src.stats()
+        );
+        let data = &got[0].data;
+        assert!(data.len() < frame.len(), "{kind:?}: truncated");
+        assert_eq!(data[..], frame[..data.len()], "{kind:?}");
+        assert_eq!(got[0].wire_len, frame.len(), "{kind:?}");
+        assert_eq!(src.stats().truncated, 1, "{kind:?}");
+        assert_accounted(&mut src);
+    }
+}

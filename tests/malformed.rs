@@ -20,6 +20,12 @@ fn ipv4_udp(proto: u8, frag_offset: u16) -> Vec<u8> {
     h
 }
 
+/// `d` with the length field at `at` claiming 1400 bytes.
+fn length(mut d: Vec<u8>, at: usize) -> Vec<u8> {
+    d[at..at + 2].copy_from_slice(&1400u16.to_be_bytes());
+    d
+}
+
 const GENEVE_IP: [u8; 8] = [0, 0, 0x08, 0x00, 0, 0, 7, 0];
 const VXLAN_OK: [u8; 8] = [0x08, 0, 0, 0, 0, 0, 9, 0];
 
@@ -107,6 +113,18 @@ fn cases() -> Vec<(Encap, Vec<u8>, Reject)> {
             cat(&[&GENEVE_IP, &ipv4_udp(17, 0), &VXLAN_OK[..4]]),
             Reject::VxlanTooShort,
         ),
+        // 28 bytes of IPv4 and UDP after GENEVE whose IPv4 total length
+        // (at 8 + 2), then whose UDP length (at 8 + 20 + 4), claims 1400.
+        (
+            Encap::GeneveVxlan,
+            length(cat(&[&GENEVE_IP, &ipv4_udp(17, 0), &VXLAN_OK, &frame]), 10),
+            Reject::InnerIpLength,
+        ),
+        (
+            Encap::GeneveVxlan,
+            length(cat(&[&GENEVE_IP, &ipv4_udp(17, 0), &VXLAN_OK, &frame]), 32),
+            Reject::InnerUdpLength,
+        ),
         (Encap::Skip(10), vec![1; 10], Reject::SkipBeyondDatagram),
         (Encap::Skip(10), vec![1; 9], Reject::SkipBeyondDatagram),
     ]
@@ -115,10 +133,11 @@ fn cases() -> Vec<(Encap, Vec<u8>, Reject)> {
 #[test]
 fn every_reason_is_named_and_covered() {
     let covered: Vec<Reject> = cases().iter().map(|c| c.2).collect();
-    // The allowlist is about the sender, not the datagram: tests/allow.rs.
+    // The allowlist is about the sender, not the datagram: tests/allow.rs;
+    // unread_at_shutdown is about the moment: tests/roundtrip.rs.
     for reason in Reject::ALL
         .into_iter()
-        .filter(|r| *r != Reject::SourceNotAllowed)
+        .filter(|r| ![Reject::SourceNotAllowed, Reject::UnreadAtShutdown].contains(r))
     {
         assert!(covered.contains(&reason), "no case for {reason:?}");
         assert!(!reason.name().is_empty() && !reason.describe().is_empty());

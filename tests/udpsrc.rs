@@ -751,9 +751,11 @@ fn rcvbuf_past_the_kernel_cap_names_that_cap() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    // More than the kernel can grant is a bad setting, refused with the
+    // valid range, not a sysctl suggestion no kernel takes.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("1073741823 bytes (INT_MAX/2) is the most the kernel gives any socket"),
+        stderr.contains("use 0 (the kernel's default) to 1073741823 bytes"),
         "{stderr}"
     );
     assert!(!stderr.contains("rmem_max=4294967296"), "{stderr}");
@@ -776,4 +778,32 @@ fn rcvbuf_past_the_kernel_cap_names_that_cap() {
     let w = small.warning().unwrap();
     assert!(w.contains("sysctl -w net.core.rmem_max=16777216"), "{w}");
     assert!(!w.contains("INT_MAX"), "{w}");
+}
+
+#[test]
+fn bad_replay_rates_and_loops_exit_2_and_say_the_range() {
+    let trace = common::tmpdir("bad-rates").join("none.pcap");
+    let range = "expected a number greater than 0 and at most 1e12";
+    for flag in ["--pps", "--mbps", "--speed"] {
+        for bad in ["inf", "nan", "-1", "0", "1e300", "fast"] {
+            let out = Command::new(BIN)
+                .args(["replay", trace.to_str().unwrap(), "--to", "127.0.0.1:9"])
+                .args([flag, bad])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{flag} {bad}: {stderr}");
+            assert!(stderr.contains(range), "{flag} {bad}: {stderr}");
+        }
+    }
+    for bad in ["0", "18446744073709551615", "-1"] {
+        let out = Command::new(BIN)
+            .args(["replay", trace.to_str().unwrap(), "--to", "127.0.0.1:9"])
+            .args(["--loop", bad])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--loop {bad}: {stderr}");
+        assert!(stderr.contains("--loop"), "--loop {bad}: {stderr}");
+    }
 }

@@ -17,14 +17,20 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::{IoUring, cqueue, opcode, types};
 
 use super::buffers::Buffers;
-use super::{Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
+use super::{Frame, HEADROOM, Receiver, ReceiverKind, RecvMeta, in_step, peer_from_bytes};
 use crate::cmsg::{self, CONTROL_LEN};
-use crate::error::Error;
+use crate::error::{Error, uring_step};
 
 /// The buffer group of our ring (one per io_uring instance).
 const BGID: u16 = 0;
 /// user_data of the multishot request.
 const RECV_TAG: u64 = 0x7564_7072;
+/// user_data of the request that cancels it.
+const CANCEL_TAG: u64 = 0x6361_6e63;
+/// Waits for the cancelled receive's last completion at most this often:
+/// it comes with the first, but a kernel that never posts it must not hang
+/// shutdown or drop.
+const STOP_ROUNDS: usize = 64;
 
 /// Settings of the io_uring receiver.
 #[derive(Clone, Copy, Debug)]
@@ -51,42 +57,91 @@ impl Default for UringConfig {
     }
 }
 
+/// The kernel's bounds on ring sizes (IORING_MAX_ENTRIES, IORING_MAX_CQ_ENTRIES)
+/// and on a provided-buffer ring's entries.
+const MAX_SQ_ENTRIES: u32 = 32768;
+const MAX_CQ_ENTRIES: u32 = 2 * MAX_SQ_ENTRIES;
+const MAX_BUFFERS: u32 = 32768;
+const SHIFTS: std::ops::RangeInclusive<u32> = 9..=20;
+/// All provided buffers together: more would be a typo, not a plan.
+const MAX_BUFFER_BYTES: u64 = 1 << 30;
+
 impl UringConfig {
-    fn check(&self) -> Result<(), Error> {
-        let bad = |name, problem: &str| {
-            Err(Error::Config {
-                name,
-                problem: problem.to_string(),
-            })
-        };
-        if !self.buffers.is_power_of_two() || self.buffers > 32768 {
-            return bad(
+    /// Checks every io_uring setting; the refusal names the Zeek knob.
+    pub fn validate(&self) -> Result<(), Error> {
+        use crate::config::refuse;
+        if !self.buffers.is_power_of_two() || self.buffers > MAX_BUFFERS {
+            return Err(refuse(
                 "io_uring_buffers",
-                &format!("{} is not a power of two from 1 to 32768", self.buffers),
-            );
-        }
-        if !(9..=20).contains(&self.buffer_shift) {
-            return bad(
-                "io_uring_buffer_shift",
-                &format!(
-                    "{} is outside 9..=20 (512 B to 1 MiB buffers)",
-                    self.buffer_shift
+                format!(
+                    "{} is not a power of two from 1 to {MAX_BUFFERS}",
+                    self.buffers
                 ),
-            );
+            ));
         }
-        if self.sq_entries == 0 || self.cq_entries < self.sq_entries {
-            return bad(
-                "io_uring_sq_entries/io_uring_cq_entries",
-                "need at least 1 sq entry and no fewer cq than sq entries",
-            );
+        if !SHIFTS.contains(&self.buffer_shift) {
+            return Err(refuse(
+                "io_uring_buffer_shift",
+                format!(
+                    "{} is outside {}..={} (512 B to 1 MiB buffers)",
+                    self.buffer_shift,
+                    SHIFTS.start(),
+                    SHIFTS.end()
+                ),
+            ));
+        }
+        let bytes = u64::from(self.buffers) << self.buffer_shift;
+        if bytes > MAX_BUFFER_BYTES {
+            return Err(refuse(
+                "io_uring_buffers",
+                format!(
+                    "{} buffers of {} bytes are {bytes} bytes, more than {MAX_BUFFER_BYTES}: lower io_uring_buffers or io_uring_buffer_shift",
+                    self.buffers,
+                    1u64 << self.buffer_shift
+                ),
+            ));
+        }
+        if !(1..=MAX_SQ_ENTRIES).contains(&self.sq_entries) {
+            return Err(refuse(
+                "io_uring_sq_entries",
+                format!("{} is outside 1..={MAX_SQ_ENTRIES}", self.sq_entries),
+            ));
+        }
+        if !(self.sq_entries..=MAX_CQ_ENTRIES).contains(&self.cq_entries) {
+            return Err(refuse(
+                "io_uring_cq_entries",
+                format!(
+                    "{} is outside {}..={MAX_CQ_ENTRIES} (no fewer than io_uring_sq_entries)",
+                    self.cq_entries, self.sq_entries
+                ),
+            ));
         }
         Ok(())
     }
 }
 
+/// Bytes in front of every payload in a provided buffer, reused as its
+/// headroom: the recvmsg header and the control data (and the address,
+/// when asked for).
+/// `struct io_uring_recvmsg_out` is four u32s.
+const HEADROOM_IN_BUFFER: usize = 4 * size_of::<u32>() + CONTROL_LEN;
+const _: () = assert!(HEADROOM_IN_BUFFER >= HEADROOM);
+
 /// io_uring_enter(2) flag: wait for / reap completions, running deferred work
 /// (linux/io_uring.h; the crate keeps its constant private).
 const IORING_ENTER_GETEVENTS: u32 = 1;
+
+/// `struct io_uring_buf` (linux/io_uring.h), the layout of a
+/// [`types::BufRingEntry`]; `resv` of entry 0 is the ring's tail.
+#[repr(C)]
+struct RawEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(size_of::<RawEntry>() == size_of::<types::BufRingEntry>());
 
 /// The provided-buffer ring shared with the kernel.
 struct BufRing {
@@ -122,12 +177,23 @@ impl BufRing {
     }
 
     /// Queues a buffer for the kernel; visible after [`BufRing::publish`].
+    ///
+    /// Written field by field through raw pointers: the kernel reads this
+    /// memory concurrently, so no `&mut` may cover it, and the first
+    /// entry's `resv` is the ring's tail, which only `publish` writes.
     fn push(&mut self, addr: *mut u8, len: u32, bid: u16) {
-        // SAFETY: the index is masked into the mapping.
-        let entry = unsafe { &mut *self.base.add(usize::from(self.tail & self.mask)) };
-        entry.set_addr(addr as u64);
-        entry.set_len(len);
-        entry.set_bid(bid);
+        // SAFETY: the index is masked into the mapping, whose entries have
+        // the layout of RawEntry (asserted below); each write stays within
+        // its field.
+        unsafe {
+            let entry = self
+                .base
+                .cast::<RawEntry>()
+                .add(usize::from(self.tail & self.mask));
+            std::ptr::addr_of_mut!((*entry).addr).write(addr as u64);
+            std::ptr::addr_of_mut!((*entry).len).write(len);
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
@@ -169,6 +235,8 @@ pub struct UringReceiver {
     eventfd: OwnedFd,
     started: bool,
     armed: bool,
+    /// [`Receiver::stop`] was called: never re-arm.
+    stopped: bool,
     deferred: bool,
     current: Option<Lent>,
     /// Completions taken from the CQ in one go, handed out one by one.
@@ -194,9 +262,10 @@ impl UringReceiver {
     /// Sets up the ring, the buffer ring and the eventfd for `fd`.
     /// With `peers`, each buffer also receives the datagram's sender.
     pub fn new(fd: RawFd, config: &UringConfig, peers: bool) -> Result<Self, Error> {
-        config.check()?;
+        config.validate()?;
         let fail = |call| move |source| Error::IoUring { call, source };
-        let (ring, deferred) = build_ring(config).map_err(fail("io_uring_setup"))?;
+        let (ring, deferred) = build_ring(config).map_err(fail(uring_step::SETUP))?;
+        probe_multishot().map_err(fail(uring_step::PROBE))?;
         let entries = config.buffers as u16;
         let buffer_size = 1usize << config.buffer_shift;
         let mut bufring = BufRing::new(entries).map_err(fail("mmap of the buffer ring"))?;
@@ -204,7 +273,7 @@ impl UringReceiver {
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(bufring.base as u64, entries, BGID, 0)
-                .map_err(fail("IORING_REGISTER_PBUF_RING"))?;
+                .map_err(fail(uring_step::PBUF_RING))?;
         }
         let mut buffers = Buffers::new(usize::from(entries) * buffer_size)
             .map_err(fail("mmap of the buffers"))?;
@@ -233,6 +302,7 @@ impl UringReceiver {
             eventfd,
             started: false,
             armed: false,
+            stopped: false,
             deferred,
             current: None,
             batch: Vec::with_capacity(config.cq_entries as usize),
@@ -298,8 +368,12 @@ impl UringReceiver {
     fn refill(&mut self) -> bool {
         self.batch.clear();
         self.batch_next = 0;
-        self.batch
-            .extend(self.ring.completion().map(|c| (c.result(), c.flags())));
+        self.batch.extend(
+            self.ring
+                .completion()
+                .filter(|c| c.user_data() == RECV_TAG)
+                .map(|c| (c.result(), c.flags())),
+        );
         let sq = self.ring.submission();
         self.more_waiting = sq.taskrun() || sq.cq_overflow();
         !self.batch.is_empty()
@@ -363,10 +437,12 @@ impl UringReceiver {
         let out = types::RecvMsgOut::parse(buf, &self.msghdr).ok()?;
         let payload = out.payload_data();
         let start = payload.as_ptr() as usize - self.buffers.as_ptr() as usize;
+        let mut ancillary = cmsg::parse(out.control_data());
+        ancillary.truncated = cmsg::control_truncated(out.flags() as libc::c_int);
         let meta = RecvMeta {
             captured: payload.len(),
             wire_len: (out.incoming_payload_len() as usize).max(payload.len()),
-            ancillary: cmsg::parse(out.control_data()),
+            ancillary,
             peer: peer_from_bytes(out.name_data()),
         };
         self.current = Some(Lent {
@@ -375,6 +451,61 @@ impl UringReceiver {
             len: payload.len(),
         });
         Some(meta)
+    }
+}
+
+impl UringReceiver {
+    /// Cancels the multishot receive and waits for its last completion;
+    /// the datagrams it brought until then join `batch`.
+    fn cancel(&mut self) -> io::Result<()> {
+        let entry = opcode::AsyncCancel::new(RECV_TAG)
+            .build()
+            .user_data(CANCEL_TAG);
+        // SAFETY: a cancel request refers to no memory.
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            self.ring.submit()?;
+            // SAFETY: as above.
+            unsafe { self.ring.submission().push(&entry) }
+                .map_err(|_| io::Error::other("io_uring submission queue is full"))?;
+        }
+        for _ in 0..STOP_ROUNDS {
+            if !self.armed {
+                break;
+            }
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let completions: Vec<(i32, u32)> = self
+                .ring
+                .completion()
+                .filter(|c| c.user_data() == RECV_TAG)
+                .map(|c| (c.result(), c.flags()))
+                .collect();
+            for (result, flags) in completions {
+                if !cqueue::more(flags) {
+                    self.armed = false;
+                }
+                // The last one is the cancellation (or a receive's error),
+                // not a datagram: only its buffer, if any, matters.
+                match cqueue::buffer_select(flags) {
+                    Some(_) if result >= 0 => self.batch.push((result, flags)),
+                    Some(bid) => self.recycle(bid),
+                    None => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for UringReceiver {
+    /// The kernel must be done with the buffers before they are unmapped:
+    /// closing the ring alone cancels the receive asynchronously, after
+    /// the fields below have gone.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -397,6 +528,48 @@ fn build_ring(config: &UringConfig) -> io::Result<(IoUring, bool)> {
     }
 }
 
+/// Multishot recvmsg came in Linux 6.0, provided-buffer rings in 5.19: on
+/// 5.19 the ring sets up and every receive then fails. So try one at open,
+/// on a throwaway ring and socket: a kernel without it refuses the request
+/// with EINVAL at once; one with it fails it for want of buffers (ENOBUFS)
+/// or waits, and the cancel that follows ends it.
+fn probe_multishot() -> io::Result<()> {
+    // Declared before the ring, so they outlive it whatever happens.
+    let (probe, _other) = std::os::unix::net::UnixDatagram::pair()?;
+    // SAFETY: msghdr is plain data; the kernel only reads its lengths.
+    let msghdr: libc::msghdr = unsafe { zeroed() };
+    let mut ring = IoUring::new(2)?;
+    let recv = opcode::RecvMsgMulti::new(types::Fd(probe.as_raw_fd()), &msghdr, BGID)
+        .build()
+        .user_data(RECV_TAG);
+    let cancel = opcode::AsyncCancel::new(RECV_TAG)
+        .build()
+        .user_data(CANCEL_TAG);
+    // SAFETY: msghdr and the socket outlive the ring (declared before it).
+    unsafe {
+        let mut sq = ring.submission();
+        sq.push(&recv)
+            .and_then(|()| sq.push(&cancel))
+            .map_err(|_| io::Error::other("probe ring is full"))?;
+    }
+    let mut recv_result = None;
+    for _ in 0..STOP_ROUNDS {
+        ring.submit_and_wait(1)?;
+        for c in ring.completion() {
+            if c.user_data() == RECV_TAG && !cqueue::more(c.flags()) {
+                recv_result = Some(c.result());
+            }
+        }
+        if recv_result.is_some() {
+            break;
+        }
+    }
+    match recv_result {
+        Some(r) if r == -libc::EINVAL => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        _ => Ok(()),
+    }
+}
+
 fn new_eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd returns a new descriptor or -1.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -411,10 +584,14 @@ impl Receiver for UringReceiver {
     fn next(&mut self) -> io::Result<Option<RecvMeta>> {
         self.release();
         loop {
-            if !self.armed {
-                self.arm()?;
+            if !self.armed && !self.stopped {
+                self.arm()
+                    .map_err(|e| in_step("submitting the multishot recvmsg", e))?;
             }
-            let Some((result, flags)) = self.pop()? else {
+            let Some((result, flags)) = self
+                .pop()
+                .map_err(|e| in_step("reaping io_uring completions", e))?
+            else {
                 return Ok(None);
             };
             if !cqueue::more(flags) {
@@ -431,7 +608,10 @@ impl Receiver for UringReceiver {
                     self.publish();
                     continue;
                 }
-                return Err(io::Error::from_raw_os_error(-result));
+                return Err(in_step(
+                    "a multishot recvmsg completion",
+                    io::Error::from_raw_os_error(-result),
+                ));
             }
             let Some(bid) = bid else {
                 return Err(io::Error::other("io_uring completion without a buffer"));
@@ -448,23 +628,16 @@ impl Receiver for UringReceiver {
         }
     }
 
-    fn current(&self) -> &[u8] {
-        match self.current {
-            Some(l) => &self.buffers[l.start..l.start + l.len],
-            None => &[],
-        }
-    }
-
-    fn current_with_headroom(&mut self) -> (&mut [u8], usize) {
+    fn frame(&mut self) -> Frame<'_> {
         match self.current {
             // Before the payload lie the recvmsg header, the address (if
-            // asked for) and the control data, all parsed already: at least
-            // 16 + 64 bytes.
+            // asked for) and the control data, all parsed already: the
+            // headroom (asserted at HEADROOM_IN_BUFFER).
             Some(l) => {
                 let base = usize::from(l.bid) * self.buffer_size;
-                (&mut self.buffers[base..l.start + l.len], l.start - base)
+                Frame::new(&mut self.buffers[base..l.start + l.len], l.start - base)
             }
-            None => (&mut [], 0),
+            None => Frame::empty(),
         }
     }
 
@@ -494,5 +667,128 @@ impl Receiver for UringReceiver {
 
     fn kind(&self) -> ReceiverKind {
         ReceiverKind::IoUring
+    }
+
+    fn stop(&mut self) {
+        self.stopped = true;
+        if self.armed {
+            // Fails only if the ring itself is unusable (another thread's,
+            // under SINGLE_ISSUER); then nothing more can be done.
+            let _ = self.cancel();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    /// The running kernel's (major, minor).
+    fn kernel() -> (u32, u32) {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut parts = release
+            .trim()
+            .split(['.', '-'])
+            .map(|p| p.parse().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }
+
+    #[test]
+    fn the_probe_agrees_with_the_kernel_version() {
+        match probe_multishot() {
+            Ok(()) => assert!(kernel() >= (6, 0), "{:?}", kernel()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                assert!(kernel() < (6, 0), "{:?}", kernel())
+            }
+            Err(e) => println!("SKIPPED: io_uring unavailable here: {e}"),
+        }
+    }
+
+    /// The metadata of the next `n` datagrams.
+    fn receive(rx: &mut UringReceiver, n: usize) -> Vec<RecvMeta> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match rx.next().unwrap() {
+                Some(meta) => got.push(meta),
+                None => {
+                    let mut pfd = libc::pollfd {
+                        fd: rx.wait_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one live pollfd.
+                    unsafe { libc::poll(&mut pfd, 1, 1000) };
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn truncated_control_data_is_flagged() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let fd = sock.as_raw_fd();
+        // A timestamp and IP_PKTINFO fill CONTROL_LEN; IP_TTL overflows it.
+        for (level, opt) in [
+            (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS),
+            (libc::IPPROTO_IP, libc::IP_PKTINFO),
+            (libc::IPPROTO_IP, libc::IP_RECVTTL),
+        ] {
+            let one: libc::c_int = 1;
+            // SAFETY: the value points at a live c_int of the size passed.
+            let rc =
+                unsafe { libc::setsockopt(fd, level, opt, (&one as *const libc::c_int).cast(), 4) };
+            assert_eq!(rc, 0);
+        }
+        let mut rx = match UringReceiver::new(fd, &UringConfig::default(), false) {
+            Ok(rx) => rx,
+            Err(e) => return println!("SKIPPED: io_uring unavailable here: {e}"),
+        };
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(&[7; 32], sock.local_addr().unwrap()).unwrap();
+        let meta = receive(&mut rx, 1)[0];
+        assert!(meta.ancillary.truncated, "{meta:?}");
+        assert!(
+            meta.ancillary.timestamp.is_some(),
+            "the timestamp came first"
+        );
+        assert_eq!(meta.captured, 32, "the datagram is whole");
+    }
+
+    fn socket_drained(fd: RawFd) -> usize {
+        let mut n = 0;
+        crate::recv::drain_socket(fd, 1000, |_, _| n += 1);
+        n
+    }
+
+    #[test]
+    fn after_stop_the_kernel_takes_no_more_datagrams() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let to = sock.local_addr().unwrap();
+        let mut rx = match UringReceiver::new(sock.as_raw_fd(), &UringConfig::default(), false) {
+            Ok(rx) => rx,
+            Err(e) => return println!("SKIPPED: io_uring unavailable here: {e}"),
+        };
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let send = |n| {
+            for i in 0..n {
+                tx.send_to(&[i as u8; 32], to).unwrap();
+            }
+        };
+        send(10);
+        receive(&mut rx, 10);
+        assert!(rx.armed, "the multishot receive is running");
+        rx.stop();
+        assert!(!rx.armed, "its last completion was reaped");
+        send(10);
+        assert!(rx.next().unwrap().is_none(), "nothing new reaches the ring");
+        assert_eq!(
+            socket_drained(sock.as_raw_fd()),
+            10,
+            "the datagrams stay in the socket"
+        );
     }
 }

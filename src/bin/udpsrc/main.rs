@@ -76,13 +76,31 @@ const MAX_SECONDS: f64 = u32::MAX as f64;
 /// (`inf`, `nan`, negative and huge values are refused, not clamped).
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     let range = format!("expected a number of seconds greater than 0 and at most {MAX_SECONDS}");
-    let seconds: f64 = text
+    let seconds = parse_positive(text, MAX_SECONDS, &range)?;
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{e}: {range}"))
+}
+
+/// The largest rate `replay` takes (packets per second, Mbit/s or a
+/// speed factor): far above what any sender reaches, far below where the
+/// pacing arithmetic loses precision.
+const MAX_RATE: f64 = 1e12;
+
+/// Parses a rate greater than 0 and at most [`MAX_RATE`] (`inf`, `nan`,
+/// 0 and negative values are refused: none of them paces anything).
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let range = format!("expected a number greater than 0 and at most {MAX_RATE:e}");
+    parse_positive(text, MAX_RATE, &range)
+}
+
+/// A number in (0, max]; `range` says what was expected.
+fn parse_positive(text: &str, max: f64, range: &str) -> Result<f64, String> {
+    let value: f64 = text
         .parse()
         .map_err(|_| format!("'{}' is not a number: {range}", shown(text)))?;
-    if !(seconds > 0.0 && seconds <= MAX_SECONDS) {
+    if !(value > 0.0 && value <= max) {
         return Err(format!("{} is out of range: {range}", shown(text)));
     }
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{e}: {range}"))
+    Ok(value)
 }
 
 /// Whether stderr is a terminal (progress output only goes there).

@@ -49,16 +49,16 @@ pub struct Args {
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=16384))]
     sports: u16,
     /// Packets per second.
-    #[arg(long, conflicts_with_all = ["mbps", "speed"])]
+    #[arg(long, conflicts_with_all = ["mbps", "speed"], allow_negative_numbers = true, value_parser = crate::parse_rate)]
     pps: Option<f64>,
     /// Megabits per second of tunnel payload.
-    #[arg(long, conflicts_with = "speed")]
+    #[arg(long, conflicts_with = "speed", allow_negative_numbers = true, value_parser = crate::parse_rate)]
     mbps: Option<f64>,
     /// Replay with the trace's own timing, scaled (2 = twice as fast).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::parse_rate)]
     speed: Option<f64>,
-    /// Send the trace this many times.
-    #[arg(long = "loop", default_value_t = 1)]
+    /// Send the trace this many times (1 to 4294967295).
+    #[arg(long = "loop", default_value_t = 1, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..=u64::from(u32::MAX)))]
     loops: u64,
     /// Datagrams per sendmmsg call, at most.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -346,13 +346,13 @@ impl Report {
 
 /// When packet `i` (with `bytes` sent before it) is due, from the start.
 fn due(args: &Args, i: u64, bytes: u64, offset: Duration, loop_base: Duration) -> Option<Duration> {
-    if let Some(pps) = args.pps.filter(|p| *p > 0.0) {
+    if let Some(pps) = args.pps {
         return Some(Duration::from_secs_f64(i as f64 / pps));
     }
-    if let Some(mbps) = args.mbps.filter(|m| *m > 0.0) {
+    if let Some(mbps) = args.mbps {
         return Some(Duration::from_secs_f64(bytes as f64 * 8.0 / (mbps * 1e6)));
     }
-    if let Some(speed) = args.speed.filter(|s| *s > 0.0) {
+    if let Some(speed) = args.speed {
         return Some((loop_base + offset).div_f64(speed));
     }
     None
@@ -360,7 +360,7 @@ fn due(args: &Args, i: u64, bytes: u64, offset: Duration, loop_base: Duration) -
 
 fn send(args: &Args, datagrams: &[Datagram], senders: &Senders) -> Result<Report, Failure> {
     let target = SockAddr::from(senders.to);
-    let total = datagrams.len() as u64 * args.loops;
+    let total = (datagrams.len() as u64).saturating_mul(args.loops);
     let span = datagrams.last().map_or(Duration::ZERO, |d| d.offset);
     let mut progress = Progress::new(total, !args.quiet && stderr_is_tty());
     let mut report = Report {
@@ -374,7 +374,8 @@ fn send(args: &Args, datagrams: &[Datagram], senders: &Senders) -> Result<Report
     for round in 0..args.loops {
         // The next round starts one mean gap after the last packet.
         let gap = span / (datagrams.len() as u32).max(1);
-        let loop_base = (span + gap) * round as u32;
+        // `round` fits a u32: --loop is at most u32::MAX.
+        let loop_base = (span + gap).saturating_mul(round as u32);
         let mut i = 0;
         while i < datagrams.len() {
             let sent_so_far = report.packets + report.errors;
