@@ -40,6 +40,15 @@ pub struct Config {
     /// one sender in one buffer (recvmmsg only; buffers grow to 64 KiB and
     /// a call takes at most [`GRO_BATCH`] of them).
     pub udp_gro: bool,
+    /// Duplicate suppression window (`PacketSource::UDP::dedup`; `None`:
+    /// off); a path's `dedup=` takes precedence. See [`crate::tap`].
+    pub dedup: Option<Duration>,
+    /// Reorder repair window (`PacketSource::UDP::reorder`; `None`: off);
+    /// a path's `reorder=` takes precedence. See [`crate::tap`].
+    pub reorder: Option<Duration>,
+    /// With dedup or reorder off, check a sample of the feed for what they
+    /// would repair and say so once ([`crate::Source::advice`]).
+    pub check_feed: bool,
 }
 
 pub use crate::gro::{GRO_BATCH, GRO_BUFFER};
@@ -64,6 +73,9 @@ impl Default for Config {
             geneve_key_option: None,
             peer_addresses: true,
             udp_gro: false,
+            dedup: None,
+            reorder: None,
+            check_feed: true,
         }
     }
 }
@@ -98,6 +110,8 @@ impl Config {
             ));
         }
         self.validate_gro(path)?;
+        validate_window("dedup", self.dedup)?;
+        validate_window("reorder", self.reorder)?;
         match self.receiver {
             ReceiverKind::Recvmmsg => self.recvmmsg_shape().map(|_| ()),
             ReceiverKind::IoUring => self.uring.validate(),
@@ -163,6 +177,23 @@ impl Config {
             })?;
         Ok((batch, size, bytes))
     }
+}
+
+/// A dedup or reorder window: whole microseconds from 1 µs to
+/// [`crate::path::MAX_WINDOW`] (`None` is off).
+fn validate_window(knob: &'static str, window: Option<Duration>) -> Result<(), Error> {
+    let Some(w) = window else {
+        return Ok(());
+    };
+    if w.is_zero() || w > crate::path::MAX_WINDOW || w.subsec_nanos() % 1000 != 0 {
+        return Err(refuse(
+            knob,
+            format!(
+                "{w:?} is not a window of whole microseconds from 1us to 1s (0 turns {knob} off)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -237,6 +268,20 @@ mod tests {
                     ..d
                 },
                 "PacketSource::UDP::udp_gro: works with the recvmmsg receiver only",
+            ),
+            (
+                Config {
+                    dedup: Some(Duration::from_secs(2)),
+                    ..d
+                },
+                "PacketSource::UDP::dedup: 2s is not a window of whole microseconds from 1us to 1s (0 turns dedup off)",
+            ),
+            (
+                Config {
+                    reorder: Some(Duration::from_nanos(1500)),
+                    ..d
+                },
+                "PacketSource::UDP::reorder: 1.5µs is not a window",
             ),
         ];
         for (config, want) in cases {

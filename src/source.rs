@@ -1,7 +1,9 @@
 //! A packet source: one socket, one receiver, and a short loop over each
 //! datagram: receive ([`crate::gro`] splits coalesced runs, [`crate::pace`]
 //! spaces the receives), admit (the path's allowlist), decapsulate into a
-//! view ([`crate::packet`]), count ([`crate::stats`]).
+//! view ([`crate::packet`]), count ([`crate::stats`]); with `dedup` or
+//! `reorder`, the tap ([`crate::tap`]) judges each packet before it is
+//! viewed.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,6 +19,7 @@ use crate::recv::{MmsgReceiver, Receiver, ReceiverKind, RecvMeta, UringReceiver}
 use crate::reject::Reject;
 use crate::socket::{self, Listener, RecvBuffer};
 use crate::stats::{DropCounter, Stats};
+use crate::tap::{self, Advice, Probe, Tap, Verdict};
 
 pub use crate::config::{Config, GRO_BATCH, GRO_BUFFER};
 pub use crate::pace::Wait;
@@ -31,6 +34,17 @@ pub enum Event<'a> {
     Rejected(Reject),
     /// Nothing is waiting.
     Idle,
+}
+
+/// One datagram's fate, without borrows.
+enum Step {
+    /// Deliver the packet `inner` finds, now.
+    Deliver(Inner, RecvMeta),
+    /// Rejected (counted, released).
+    Reject(Reject),
+    /// The tap took it: a copy suppressed, or a packet held (counted,
+    /// released).
+    Taken,
 }
 
 /// At most this many rejects are skipped in one [`Source::next_packet`]
@@ -60,6 +74,13 @@ pub struct Source {
     failure: Option<String>,
     /// [`Source::shutdown`] ran.
     shut: bool,
+    /// Dedup, reorder and the feed check; `None` when all are off.
+    tap: Option<Tap>,
+    /// The packet lent out now is a held one, owned by the tap.
+    lent_from_tap: bool,
+    /// How long datagrams may wait in the socket by the pacer's choice:
+    /// held packets' windows are judged that far behind the clock.
+    tap_lag: u64,
 }
 
 impl Source {
@@ -89,6 +110,11 @@ impl Source {
                 source,
             })?;
         }
+        let tap = Tap::new(
+            path.dedup.or(config.dedup),
+            path.reorder.or(config.reorder),
+            config.check_feed,
+        );
         Ok(Source {
             rx: receiver(&listener, &path, config)?,
             listener,
@@ -101,6 +127,9 @@ impl Source {
             consecutive_errors: 0,
             failure: None,
             shut: false,
+            tap,
+            lent_from_tap: false,
+            tap_lag: u64::try_from(config.batch_wait.as_nanos()).unwrap_or(u64::MAX),
         })
     }
 
@@ -108,9 +137,13 @@ impl Source {
     /// `Ok(None)` when nothing is waiting. Errors are counted and not fatal.
     pub fn next_packet(&mut self) -> io::Result<Option<Packet<'_>>> {
         for _ in 0..REJECTS_PER_CALL {
+            if self.held_ready() {
+                return Ok(self.held_packet());
+            }
             match self.step()? {
-                Some(Ok((inner, meta))) => return Ok(Some(self.view(&inner, &meta))),
-                Some(Err(_)) => continue,
+                Some(Step::Deliver(inner, meta)) => return Ok(Some(self.view(&inner, &meta))),
+                Some(Step::Reject(_) | Step::Taken) => continue,
+                None if self.held_due() => return Ok(self.held_packet()),
                 None => return Ok(None),
             }
         }
@@ -120,20 +153,29 @@ impl Source {
     /// Like [`Source::next_packet`], but reports each rejected datagram, so a
     /// caller can raise a weird for it.
     pub fn next_event(&mut self) -> io::Result<Event<'_>> {
-        Ok(match self.step()? {
-            Some(Ok((inner, meta))) => Event::Packet(self.view(&inner, &meta)),
-            Some(Err(reason)) => Event::Rejected(reason),
-            None => Event::Idle,
-        })
+        for _ in 0..REJECTS_PER_CALL {
+            if self.held_ready() {
+                return Ok(self.held_packet().map_or(Event::Idle, Event::Packet));
+            }
+            return Ok(match self.step()? {
+                Some(Step::Deliver(inner, meta)) => Event::Packet(self.view(&inner, &meta)),
+                Some(Step::Reject(reason)) => Event::Rejected(reason),
+                Some(Step::Taken) => continue,
+                None if self.held_due() => self.held_packet().map_or(Event::Idle, Event::Packet),
+                None => Event::Idle,
+            });
+        }
+        Ok(Event::Idle)
     }
 
     /// One datagram through the loop: received, counted, admitted and
-    /// decapsulated, or rejected for a reason. `None` when none is waiting.
+    /// decapsulated, then judged by the tap; or rejected for a reason.
+    /// `None` when none is waiting.
     ///
     /// The verdict holds no borrow (the caller loops over rejects, which
     /// the borrow checker refuses around a borrowed packet), so the packet's
     /// view takes the same frame again in [`Source::view`].
-    fn step(&mut self) -> io::Result<Option<Result<(Inner, RecvMeta), Reject>>> {
+    fn step(&mut self) -> io::Result<Option<Step>> {
         let Some(meta) = self.next_datagram()? else {
             return Ok(None);
         };
@@ -143,17 +185,102 @@ impl Source {
             let frame = self.rx.frame().narrow(self.gro.range());
             self.unwrap.inner(frame.datagram(), meta.wire_len)
         });
-        Ok(Some(match verdict {
-            Ok(inner) => {
-                self.stats.delivered += 1;
-                Ok((inner, meta))
-            }
+        let inner = match verdict {
+            Ok(inner) => inner,
             Err(reason) => {
                 self.stats.count_reject(reason);
                 self.release();
-                Err(reason)
+                return Ok(Some(Step::Reject(reason)));
             }
-        }))
+        };
+        if self.tap.is_some() && !self.tap_takes(&inner, &meta) {
+            self.release();
+            return Ok(Some(Step::Taken));
+        }
+        self.stats.delivered += 1;
+        Ok(Some(Step::Deliver(inner, meta)))
+    }
+
+    /// Lets the tap judge a decapsulated packet: `true` to deliver it now;
+    /// otherwise it was suppressed or held (and counted).
+    fn tap_takes(&mut self, inner: &Inner, meta: &RecvMeta) -> bool {
+        let Some(tap) = self.tap.as_mut() else {
+            return true;
+        };
+        let frame = self.rx.frame().narrow(self.gro.range());
+        let datagram = frame.datagram();
+        let bytes = datagram
+            .get(inner.captured(datagram.len()))
+            .unwrap_or_default();
+        let probe = Probe {
+            data: bytes,
+            wire_len: inner.wire_len,
+            // A bare EtherType behind GENEVE gets its Ethernet header only
+            // in the view: judged as what it is, no IP.
+            link_type: match inner.ethertype {
+                Some(_) => crate::LinkType::Ppp,
+                None => inner.link_type,
+            },
+            timestamp: meta
+                .ancillary
+                .timestamp
+                .unwrap_or_else(crate::Timestamp::now),
+        };
+        match tap.judge(&probe) {
+            Verdict::Deliver => return true,
+            Verdict::Suppress => self.stats.deduplicated += 1,
+            Verdict::Hold(hold) => {
+                let frame = self.rx.frame().narrow(self.gro.range());
+                let packet = self.unwrap.view(frame, inner, meta);
+                tap.hold(&packet, hold);
+                self.stats.held += 1;
+            }
+        }
+        false
+    }
+
+    /// A held packet may go now.
+    fn held_ready(&mut self) -> bool {
+        self.tap.as_mut().is_some_and(Tap::has_ready)
+    }
+
+    /// Nothing came: time passes for held packets (as far as the clock,
+    /// less what the pacer may leave waiting in the socket). A held packet
+    /// may go now.
+    fn held_due(&mut self) -> bool {
+        let Some(tap) = self.tap.as_mut() else {
+            return false;
+        };
+        if tap.held() == 0 {
+            return false;
+        }
+        tap.advance(tap::nanos(crate::Timestamp::now()).saturating_sub(self.tap_lag));
+        tap.has_ready()
+    }
+
+    /// Lends the next held packet that may go.
+    fn held_packet(&mut self) -> Option<Packet<'_>> {
+        self.release_lent();
+        let tap = self.tap.as_mut()?;
+        let reordered = tap.reordered();
+        let packet = tap.next_held()?;
+        self.stats.delivered += 1;
+        self.stats.held -= 1;
+        self.stats.reordered = reordered;
+        self.lent_from_tap = true;
+        Some(packet)
+    }
+
+    /// The packet lent last goes back, wherever it came from.
+    fn release_lent(&mut self) {
+        if let Some(tap) = self.tap.as_mut() {
+            self.stats.reordered = tap.reordered();
+            if std::mem::take(&mut self.lent_from_tap) {
+                tap.done();
+                return;
+            }
+        }
+        self.release();
     }
 
     /// The packet a delivered datagram holds.
@@ -226,21 +353,40 @@ impl Source {
         }
     }
 
-    /// How to wait before calling [`Source::next_packet`] again.
+    /// How to wait before calling [`Source::next_packet`] again: with
+    /// packets held, no longer than until the first one's window ends.
     pub fn wait(&self) -> Wait {
-        self.pacer.wait(self.has_pending())
+        let wait = self.pacer.wait(self.has_pending());
+        let Some(expiry) = self.tap.as_ref().and_then(Tap::next_expiry) else {
+            return wait;
+        };
+        let now = tap::nanos(crate::Timestamp::now()).saturating_sub(self.tap_lag);
+        let left = std::time::Duration::from_nanos(expiry.saturating_sub(now));
+        match wait {
+            Wait::Now => Wait::Now,
+            _ if left.is_zero() => Wait::Now,
+            Wait::For(d) => Wait::For(d.min(left)),
+            Wait::OnFd => Wait::For(left),
+        }
     }
 
     /// The caller is done with the packet from `next`; its buffer is reused.
     pub fn done(&mut self) {
-        self.release();
+        self.release_lent();
     }
 
     /// The caller's capture filter took out the packet from `next`: counts
     /// it as filtered (it stays delivered) and releases it, like `done`.
     pub fn filtered(&mut self) {
         self.stats.filtered += 1;
-        self.release();
+        self.release_lent();
+    }
+
+    /// What the feed check found ([`crate::tap::detect`]), each kind once:
+    /// a feed without dedup that carries copies, or without reorder whose
+    /// ACKs come before their data. For the operator's log.
+    pub fn advice(&mut self) -> Option<Advice> {
+        self.tap.as_mut()?.advice()
     }
 
     /// Why the source gave up, if it has: its receives kept failing. Every
@@ -252,15 +398,23 @@ impl Source {
     /// Stops receiving and counts every datagram still queued (the rest of
     /// a coalesced run, a batch in user space, io_uring's completions, the
     /// socket) as received and rejected for [`Reject::UnreadAtShutdown`],
-    /// so the counters are final: `received == delivered + rejected` and,
+    /// so the counters are final: `received == delivered + rejected +
+    /// deduplicated + held` and,
     /// for what was sent before, `sent == received + kernel_drops`. A packet
     /// still lent out is released. Later receives find nothing; calling it
     /// again does nothing.
+    ///
+    /// Packets held by reorder are not lost: they may all go now, and
+    /// later calls of [`Source::next_packet`] hand them out (until then
+    /// they are counted as `held`).
     pub fn shutdown(&mut self) {
         if self.shut {
             return;
         }
         self.shut = true;
+        if let Some(tap) = self.tap.as_mut() {
+            tap.flush();
+        }
         self.pacer.stop();
         while let Some(meta) = self.gro.next_datagram() {
             self.stats.count_unread(meta.wire_len);
@@ -294,6 +448,14 @@ impl Source {
     /// Packets are waiting in user space; the next `next` makes no syscall.
     pub fn has_pending(&self) -> bool {
         self.rx.has_pending() || self.gro.pending()
+    }
+
+    /// The dedup and reorder windows in effect (path option, else setting).
+    pub fn tap_windows(&self) -> (Option<std::time::Duration>, Option<std::time::Duration>) {
+        (
+            self.tap.as_ref().and_then(Tap::dedup_window),
+            self.tap.as_ref().and_then(Tap::reorder_window),
+        )
     }
 
     /// The bound address (with the real port when the path said 0).

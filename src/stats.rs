@@ -1,6 +1,7 @@
 //! Per-source counters. Every datagram taken off the socket is either
-//! delivered or rejected for one reason, so `received == delivered +
-//! rejected_total()` holds at every read; after [`crate::Source::shutdown`]
+//! delivered, rejected for one reason, suppressed as a copy (dedup) or
+//! held (reorder, until it is delivered), so `received == delivered +
+//! rejected_total() + deduplicated + held` holds at every read; after [`crate::Source::shutdown`]
 //! nothing is left uncounted, so `sent == received + kernel_drops` too.
 
 use crate::reject::Reject;
@@ -30,6 +31,15 @@ pub struct Stats {
     /// Datagrams whose control data did not fit (MSG_CTRUNC): delivered,
     /// but their timestamp may be the time of reading instead.
     pub control_truncated: u64,
+    /// Copies of packets seen within the dedup window: received, counted
+    /// here, never delivered.
+    pub deduplicated: u64,
+    /// Packets reorder held and delivered after a later-arrived packet of
+    /// their flow (they are in `delivered` too).
+    pub reordered: u64,
+    /// Packets held by reorder now (a level, not a count): received, not
+    /// delivered yet.
+    pub held: u64,
 }
 
 impl Stats {

@@ -80,6 +80,11 @@ impl Dedup {
         }
     }
 
+    /// The window.
+    pub fn window(&self) -> Duration {
+        Duration::from_nanos(self.window)
+    }
+
     /// Bytes of state, fixed at creation.
     pub fn memory(&self) -> usize {
         self.slots.len() * std::mem::size_of::<Slot>()

@@ -16,11 +16,11 @@
 
 use std::fmt;
 
+use super::Probe;
 use super::dedup::Dedup;
 use super::hash::PacketHasher;
 use super::tcp::{self, Flows, after};
 use super::{DEFAULT_DEDUP_WINDOW, nanos};
-use crate::source::Packet;
 
 /// Packets checked per second.
 pub const BURST: u32 = 512;
@@ -82,7 +82,7 @@ impl Detector {
     }
 
     /// Looks at a packet (if it falls in this second's burst).
-    pub fn observe(&mut self, p: &Packet<'_>) {
+    pub fn observe(&mut self, p: &Probe<'_>) {
         if p.timestamp.sec != self.second {
             self.second = p.timestamp.sec;
             self.left = BURST;
@@ -101,7 +101,7 @@ impl Detector {
     }
 
     /// Is `p` data that an ACK seen earlier acknowledged before it came?
-    fn late_data(&mut self, p: &Packet<'_>, at: u64) -> bool {
+    fn late_data(&mut self, p: &Probe<'_>, at: u64) -> bool {
         let (Some(flows), Some(seg)) = (
             self.flows.as_mut(),
             tcp::segment(p.link_type, p.data, p.wire_len),
@@ -169,17 +169,12 @@ mod tests {
     use crate::link::LinkType;
     use crate::tap::hash::tests::tcp4;
 
-    fn packet(data: &[u8], sec: i64, nsec: u32) -> Packet<'_> {
-        Packet {
+    fn packet(data: &[u8], sec: i64, nsec: u32) -> Probe<'_> {
+        Probe {
             data,
             wire_len: data.len(),
             timestamp: Timestamp { sec, nsec },
             link_type: LinkType::En10Mb,
-            vxlan_vni: None,
-            geneve_vni: None,
-            geneve_options: &[],
-            peer: None,
-            geneve_option_value: None,
         }
     }
 

@@ -35,11 +35,12 @@ pub mod tcp;
 use std::time::Duration;
 
 use crate::cmsg::Timestamp;
+use crate::link::LinkType;
 use crate::source::Packet;
 
 pub use dedup::Dedup;
 pub use detect::{Advice, Detector};
-pub use reorder::{Budget, Reorder};
+pub use reorder::{Budget, Hold, Reorder};
 
 /// The window of a bare `dedup`: 1 ms. Copies of one packet from two
 /// mirror sessions arrive tens to a few hundred microseconds apart
@@ -76,6 +77,32 @@ fn window_ns(window: Duration) -> u64 {
     u64::try_from(window.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// What the tap judges a packet by: its bytes and time, before any view
+/// of it is made (so that a packet handed out is viewed once).
+#[derive(Clone, Copy, Debug)]
+pub struct Probe<'a> {
+    /// The inner packet's captured bytes.
+    pub data: &'a [u8],
+    /// Its length on the wire.
+    pub wire_len: usize,
+    /// Its link type.
+    pub link_type: LinkType,
+    /// The kernel's receive timestamp.
+    pub timestamp: Timestamp,
+}
+
+impl<'a> Probe<'a> {
+    /// The probe of a packet.
+    pub fn of(p: &Packet<'a>) -> Self {
+        Probe {
+            data: p.data,
+            wire_len: p.wire_len,
+            link_type: p.link_type,
+            timestamp: p.timestamp,
+        }
+    }
+}
+
 /// What the tap decided about a packet just received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admit {
@@ -85,6 +112,17 @@ pub enum Admit {
     Suppress,
     /// Copied into the reorder pool; [`Tap::next_held`] hands it out later.
     Held,
+}
+
+/// [`Tap::judge`]'s verdict.
+#[derive(Clone, Copy, Debug)]
+pub enum Verdict {
+    /// Hand it out now.
+    Deliver,
+    /// A copy: counted, not delivered.
+    Suppress,
+    /// Hold it: give its packet to [`Tap::hold`].
+    Hold(Hold),
 }
 
 /// Dedup, reorder and the feed check of one source.
@@ -116,25 +154,49 @@ impl Tap {
         })
     }
 
-    /// Decides about a packet just received (its bytes are still in the
-    /// receive buffer).
-    pub fn admit(&mut self, p: &Packet<'_>) -> Admit {
+    /// Judges a packet just received (its bytes still in the receive buffer).
+    pub fn judge(&mut self, probe: &Probe<'_>) -> Verdict {
         if let Some(d) = &mut self.detector {
-            d.observe(p);
+            d.observe(probe);
         }
         if let Some(d) = &mut self.dedup {
-            if d.is_copy(p.link_type, p.data, p.wire_len, nanos(p.timestamp)) {
+            let at = nanos(probe.timestamp);
+            if d.is_copy(probe.link_type, probe.data, probe.wire_len, at) {
                 self.deduplicated += 1;
-                return Admit::Suppress;
+                return Verdict::Suppress;
             }
         }
-        match &mut self.reorder {
-            Some(r) => r.admit(p),
-            None => Admit::Deliver,
+        match self.reorder.as_mut().and_then(|r| r.decide(probe)) {
+            Some(hold) => Verdict::Hold(hold),
+            None => Verdict::Deliver,
         }
     }
 
-    /// The next held packet that may go out, lent until [`Tap::done`] or
+    /// Holds a copy of the packet [`Tap::judge`] said to hold.
+    pub fn hold(&mut self, p: &Packet<'_>, hold: Hold) {
+        if let Some(r) = &mut self.reorder {
+            r.hold(p, hold);
+        }
+    }
+
+    /// [`Tap::judge`] and [`Tap::hold`] in one, for a packet already viewed.
+    pub fn admit(&mut self, p: &Packet<'_>) -> Admit {
+        match self.judge(&Probe::of(p)) {
+            Verdict::Deliver => Admit::Deliver,
+            Verdict::Suppress => Admit::Suppress,
+            Verdict::Hold(h) => {
+                self.hold(p, h);
+                Admit::Held
+            }
+        }
+    }
+
+    /// A held packet may go now.
+    pub fn has_ready(&mut self) -> bool {
+        self.reorder.as_mut().is_some_and(Reorder::has_ready)
+    }
+
+    /// The next held packet that may go, lent until [`Tap::done`] or
     /// the next call.
     pub fn next_held(&mut self) -> Option<Packet<'_>> {
         self.reorder.as_mut()?.next_ready()
@@ -170,6 +232,16 @@ impl Tap {
     /// When the oldest held packet's window ends (ns since the epoch).
     pub fn next_expiry(&self) -> Option<u64> {
         self.reorder.as_ref()?.next_expiry()
+    }
+
+    /// The dedup window, if dedup is on.
+    pub fn dedup_window(&self) -> Option<Duration> {
+        self.dedup.as_ref().map(Dedup::window)
+    }
+
+    /// The reorder window, if reorder is on.
+    pub fn reorder_window(&self) -> Option<Duration> {
+        self.reorder.as_ref().map(Reorder::window)
     }
 
     /// Copies suppressed so far.

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use super::pool::OwnedPacket;
 use super::tcp::{self, Flows, Segment, after};
-use super::{Admit, nanos, window_ns};
+use super::{Admit, Probe, nanos, window_ns};
 use crate::source::Packet;
 
 /// Flows tracked per source.
@@ -63,7 +63,9 @@ impl Default for Budget {
     }
 }
 
-struct Entry {
+/// Why and how a packet is held: what [`Reorder::decide`] found.
+#[derive(Clone, Copy, Debug)]
+pub struct Hold {
     /// Kernel timestamp, ns.
     at: u64,
     /// Arrival number (order of admission).
@@ -75,6 +77,10 @@ struct Entry {
     wait: Option<u32>,
     /// Its sequence end, delivered with it.
     end: u32,
+}
+
+struct Entry {
+    hold: Hold,
     /// Goes out as soon as it is first in line (budget).
     forced: bool,
     packet: OwnedPacket,
@@ -121,6 +127,11 @@ impl Reorder {
         }
     }
 
+    /// The window.
+    pub fn window(&self) -> Duration {
+        Duration::from_nanos(self.window)
+    }
+
     /// Bytes of fixed state (the flow table); held packets come on top,
     /// within the budget.
     pub fn memory(&self) -> usize {
@@ -141,7 +152,7 @@ impl Reorder {
     pub fn next_expiry(&self) -> Option<u64> {
         self.queue
             .iter()
-            .map(|e| e.at.saturating_add(self.window))
+            .map(|e| e.hold.at.saturating_add(self.window))
             .min()
     }
 
@@ -162,22 +173,36 @@ impl Reorder {
 
     /// Delivers `p` at once or holds a copy of it.
     pub fn admit(&mut self, p: &Packet<'_>) -> Admit {
-        let at = nanos(p.timestamp);
+        match self.decide(&Probe::of(p)) {
+            None => Admit::Deliver,
+            Some(hold) => {
+                self.hold(p, hold);
+                Admit::Held
+            }
+        }
+    }
+
+    /// Whether a packet just received must be held; `None`: it is delivered
+    /// now (and counted as such).
+    pub fn decide(&mut self, probe: &Probe<'_>) -> Option<Hold> {
+        let at = nanos(probe.timestamp);
         self.now = self.now.max(at);
         self.arrivals += 1;
-        let Some(seg) = tcp::segment(p.link_type, p.data, p.wire_len) else {
-            return Admit::Deliver;
-        };
-        let Some(slot) = self.flows.slot(&seg.key, self.now) else {
-            return Admit::Deliver;
-        };
+        let seg = tcp::segment(probe.link_type, probe.data, probe.wire_len)?;
+        let slot = self.flows.slot(&seg.key, self.now)?;
         let wait = self.wanted(slot, &seg);
         if wait.is_none() && self.flows.get(slot).dirs[seg.dir].held == 0 {
             self.delivered(slot, seg.dir, seg.end, self.arrivals);
-            return Admit::Deliver;
+            return None;
         }
-        self.hold(p, at, slot, &seg, wait);
-        Admit::Held
+        Some(Hold {
+            at,
+            arrival: self.arrivals,
+            flow: slot,
+            dir: seg.dir,
+            wait,
+            end: seg.end,
+        })
     }
 
     /// The acknowledgment `seg` carries for data of the other direction
@@ -192,24 +217,21 @@ impl Reorder {
         }
     }
 
-    fn hold(&mut self, p: &Packet<'_>, at: u64, slot: usize, seg: &Segment, wait: Option<u32>) {
+    /// Holds a copy of `p`, which [`Reorder::decide`] said to hold.
+    pub fn hold(&mut self, p: &Packet<'_>, hold: Hold) {
         let packet = OwnedPacket::copy(p, self.spare.pop().unwrap_or_default());
         let entry = Entry {
-            at,
-            arrival: self.arrivals,
-            flow: slot,
-            dir: seg.dir,
-            wait,
-            end: seg.end,
+            hold,
             forced: false,
             packet,
         };
         self.open_packets += 1;
         self.open_bytes += entry.packet.footprint();
-        self.flows.get(slot).dirs[seg.dir].held += 1;
+        self.flows.get(hold.flow).dirs[hold.dir].held += 1;
+        let key = (hold.at, hold.arrival);
         let i = self
             .queue
-            .partition_point(|e| (e.at, e.arrival) <= (at, entry.arrival));
+            .partition_point(|e| (e.hold.at, e.hold.arrival) <= key);
         self.queue.insert(i, entry);
         self.dirty = true;
         self.keep_budget();
@@ -249,6 +271,11 @@ impl Reorder {
         self.dirty |= flow.dirs[1 - dir].held > 0;
     }
 
+    /// A held packet may go now.
+    pub fn has_ready(&mut self) -> bool {
+        self.ready().is_some()
+    }
+
     /// The next held packet that may go, lent until [`Reorder::done`] or
     /// the next call.
     pub fn next_ready(&mut self) -> Option<Packet<'_>> {
@@ -259,8 +286,9 @@ impl Reorder {
             self.open_packets -= 1;
             self.open_bytes -= e.packet.footprint();
         }
-        self.flows.get(e.flow).dirs[e.dir].held -= 1;
-        self.delivered(e.flow, e.dir, e.end, e.arrival);
+        let h = e.hold;
+        self.flows.get(h.flow).dirs[h.dir].held -= 1;
+        self.delivered(h.flow, h.dir, h.end, h.arrival);
         self.dirty = true;
         Some(self.out.insert(e.packet).packet())
     }
@@ -278,15 +306,14 @@ impl Reorder {
     /// line, and forced out, past its window, or no longer waiting.
     fn ready(&mut self) -> Option<usize> {
         let first = self.queue.first()?;
-        let expired = first.at.saturating_add(self.window) <= self.now;
+        let expired = first.hold.at.saturating_add(self.window) <= self.now;
         if !self.dirty && !expired {
             return None;
         }
         self.scan = self.scan.wrapping_add(1);
         for i in 0..self.queue.len() {
-            let e = &self.queue[i];
-            let (wait, at, forced) = (e.wait, e.at, e.forced);
-            let (flow, dir) = (e.flow, e.dir);
+            let (h, forced) = (self.queue[i].hold, self.queue[i].forced);
+            let (wait, at, flow, dir) = (h.wait, h.at, h.flow, h.dir);
             let f = self.flows.get(flow);
             if f.dirs[dir].mark == self.scan {
                 continue; // an earlier packet of its direction is in line

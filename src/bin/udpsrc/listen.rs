@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use zeek_udp_source::path::shown;
 use zeek_udp_source::pcapng::PcapNgWriter;
 use zeek_udp_source::{
-    Config, Encap, Error, LinkType, Packet, ReceiverKind, Reject, Source, SourcePath, Stats,
+    Config, Encap, Error, LinkType, Packet, ReceiverKind, Reject, Source, SourcePath, Stats, Wait,
 };
 
 use crate::Failure;
@@ -143,19 +143,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
         match src.next_packet() {
             Ok(Some(p)) => {
-                if args.count.is_some_and(|c| kept >= c) {
-                    beyond_count += 1;
-                } else {
-                    kept += 1;
-                    if let Some(w) = writer.as_mut() {
-                        write_packet(w, &p)?;
-                    }
-                }
+                keep(&p, &args, &mut kept, &mut beyond_count, writer.as_mut())?;
                 src.done();
             }
             // Rejects only so far; the loop's head decides.
             Ok(None) if stopping => {}
-            Ok(None) => wait(src.wait_fd(), limits.deadline),
+            Ok(None) => wait(src.wait_fd(), limits.deadline, src.wait()),
             Err(e) => {
                 // Reported, counted, not fatal unless the source gave up.
                 first_error.get_or_insert_with(|| e.to_string());
@@ -167,13 +160,20 @@ pub fn run(args: Args) -> Result<(), Failure> {
         if !args.quiet && ticker.due() {
             eprintln!("{}", ticker.line(&src.stats()));
         }
+        advise(&mut src, args.quiet);
     }
+    // Counts what is still queued, so the numbers below are final; packets
+    // reorder still holds go out now, in order.
+    src.shutdown();
+    while let Ok(Some(p)) = src.next_packet() {
+        keep(&p, &args, &mut kept, &mut beyond_count, writer.as_mut())?;
+        src.done();
+    }
+    advise(&mut src, args.quiet);
     if let Some(w) = writer {
         w.finish()
             .map_err(|e| Failure::runtime(format!("cannot finish the pcapng file: {e}")))?;
     }
-    // Counts what is still queued, so the numbers below are final.
-    src.shutdown();
     let stats = src.stats();
     let elapsed = start.elapsed();
     if args.json {
@@ -190,6 +190,35 @@ pub fn run(args: Args) -> Result<(), Failure> {
     match src.failure() {
         Some(why) => Err(Failure::runtime(format!("the source stopped: {why}"))),
         None => Ok(()),
+    }
+}
+
+/// Counts a delivered packet and writes it, unless past `-c`.
+fn keep(
+    p: &Packet<'_>,
+    args: &Args,
+    kept: &mut u64,
+    beyond_count: &mut u64,
+    writer: Option<&mut PcapNgWriter<BufWriter<File>>>,
+) -> Result<(), Failure> {
+    if args.count.is_some_and(|c| *kept >= c) {
+        *beyond_count += 1;
+        return Ok(());
+    }
+    *kept += 1;
+    match writer {
+        Some(w) => write_packet(w, p),
+        None => Ok(()),
+    }
+}
+
+/// Says once that the feed needs dedup or reorder, when the source's
+/// feed check found so (see `zeek_udp_source::tap::detect`).
+fn advise(src: &mut Source, quiet: bool) {
+    while let Some(advice) = src.advice() {
+        if !quiet {
+            eprintln!("udpsrc: note: {advice}");
+        }
     }
 }
 
@@ -285,9 +314,14 @@ fn open_writer(path: &Path, link: LinkType) -> Result<PcapNgWriter<BufWriter<Fil
 }
 
 /// Sleeps until the source's fd is readable, at most 100 ms (so signals,
-/// the deadline and the once-a-second line are seen in time).
-fn wait(fd: i32, deadline: Option<Instant>) {
-    let mut ms = 100i32;
+/// the deadline and the once-a-second line are seen in time), and no longer
+/// than the source asks (held packets' windows).
+fn wait(fd: i32, deadline: Option<Instant>, asked: Wait) {
+    let mut ms = match asked {
+        Wait::Now => return,
+        Wait::For(d) => d.as_micros().div_ceil(1000).min(100) as i32,
+        Wait::OnFd => 100i32,
+    };
     if let Some(d) = deadline {
         let left = d.saturating_duration_since(Instant::now()).as_millis();
         ms = ms.min(left.min(100) as i32);
@@ -330,12 +364,14 @@ impl Ticker {
         self.last_at = now;
         self.next = now + Duration::from_secs(1);
         format!(
-            "{pps:.0} pkt/s {mbps:.2} Mbit/s | delivered {} rejected {}{} truncated {} kernel drops {}",
+            "{pps:.0} pkt/s {mbps:.2} Mbit/s | delivered {} rejected {}{} truncated {} kernel drops {} deduplicated {} reordered {}",
             s.delivered,
             s.rejected_total(),
             reject_detail(s),
             s.truncated,
-            s.kernel_drops
+            s.kernel_drops,
+            s.deduplicated,
+            s.reordered
         )
     }
 }
@@ -359,7 +395,7 @@ fn summary(s: &Stats, elapsed: Duration, beyond_count: u64) -> String {
         n => format!(" ({n} past -c, not written)"),
     };
     format!(
-        "received {} datagrams ({} bytes) in {:.3} s: delivered {}{beyond}, rejected {}{}, truncated {}, kernel drops {}",
+        "received {} datagrams ({} bytes) in {:.3} s: delivered {}{beyond}, rejected {}{}, truncated {}, kernel drops {}, deduplicated {}, reordered {}",
         s.received,
         s.bytes,
         elapsed.as_secs_f64(),
@@ -367,7 +403,9 @@ fn summary(s: &Stats, elapsed: Duration, beyond_count: u64) -> String {
         s.rejected_total(),
         reject_detail(s),
         s.truncated,
-        s.kernel_drops
+        s.kernel_drops,
+        s.deduplicated,
+        s.reordered
     )
 }
 
@@ -378,7 +416,7 @@ fn json(s: &Stats, src: &Source, elapsed: Duration, beyond_count: u64) -> String
         .collect();
     let rb = src.recv_buffer();
     format!(
-        "{{\"path\":\"{}\",\"receiver\":\"{}\",\"received\":{},\"bytes\":{},\"delivered\":{},\"beyond_count\":{},\"rejected\":{},\"rejected_by_reason\":{{{}}},\"truncated\":{},\"kernel_drops\":{},\"receive_errors\":{},\"coalesced\":{},\"recv_buffer_requested\":{},\"recv_buffer_granted\":{},\"elapsed_s\":{:.6}}}",
+        "{{\"path\":\"{}\",\"receiver\":\"{}\",\"received\":{},\"bytes\":{},\"delivered\":{},\"beyond_count\":{},\"rejected\":{},\"rejected_by_reason\":{{{}}},\"truncated\":{},\"kernel_drops\":{},\"receive_errors\":{},\"coalesced\":{},\"deduplicated\":{},\"reordered\":{},\"held\":{},\"recv_buffer_requested\":{},\"recv_buffer_granted\":{},\"elapsed_s\":{:.6}}}",
         src.path(),
         src.receiver_kind().name(),
         s.received,
@@ -391,6 +429,9 @@ fn json(s: &Stats, src: &Source, elapsed: Duration, beyond_count: u64) -> String
         s.kernel_drops,
         s.receive_errors,
         s.coalesced,
+        s.deduplicated,
+        s.reordered,
+        s.held,
         rb.requested,
         rb.granted,
         elapsed.as_secs_f64()
