@@ -207,6 +207,13 @@ impl Source {
         let Some(tap) = self.tap.as_mut() else {
             return true;
         };
+        let timestamp = meta
+            .ancillary
+            .timestamp
+            .unwrap_or_else(crate::Timestamp::now);
+        if !tap.wants(timestamp) {
+            return true;
+        }
         let frame = self.rx.frame().narrow(self.gro.range());
         let datagram = frame.datagram();
         let bytes = datagram

@@ -81,13 +81,19 @@ impl Detector {
         }
     }
 
-    /// Looks at a packet (if it falls in this second's burst).
-    pub fn observe(&mut self, p: &Probe<'_>) {
-        if p.timestamp.sec != self.second {
-            self.second = p.timestamp.sec;
+    /// Does a packet received in second `sec` fall in that second's
+    /// burst? The one comparison every packet outside the bursts costs.
+    pub fn due(&mut self, sec: i64) -> bool {
+        if sec != self.second {
+            self.second = sec;
             self.left = BURST;
         }
-        if self.left == 0 {
+        self.left > 0
+    }
+
+    /// Looks at a packet (if it falls in this second's burst).
+    pub fn observe(&mut self, p: &Probe<'_>) {
+        if !self.due(p.timestamp.sec) {
             return;
         }
         self.left -= 1;

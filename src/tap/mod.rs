@@ -154,6 +154,16 @@ impl Tap {
         })
     }
 
+    /// Must a packet received at `timestamp` be judged? Only the feed
+    /// check runs, and outside its burst: no (so with dedup and reorder off,
+    /// a packet costs the source a branch and this comparison).
+    pub fn wants(&mut self, timestamp: Timestamp) -> bool {
+        if self.dedup.is_some() || self.reorder.is_some() {
+            return true;
+        }
+        self.detector.as_mut().is_some_and(|d| d.due(timestamp.sec))
+    }
+
     /// Judges a packet just received (its bytes still in the receive buffer).
     pub fn judge(&mut self, probe: &Probe<'_>) -> Verdict {
         if let Some(d) = &mut self.detector {
@@ -257,5 +267,84 @@ impl Tap {
     /// What the feed check found, each kind once.
     pub fn advice(&mut self) -> Option<Advice> {
         self.detector.as_mut()?.advice()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tap::hash::tests::tcp4;
+
+    fn packet(data: &[u8], sec: i64, nsec: u32) -> Packet<'_> {
+        Packet {
+            data,
+            wire_len: data.len(),
+            timestamp: Timestamp { sec, nsec },
+            link_type: LinkType::En10Mb,
+            vxlan_vni: Some(1),
+            geneve_vni: None,
+            geneve_options: &[],
+            peer: None,
+            geneve_option_value: None,
+        }
+    }
+
+    #[test]
+    fn all_off_is_no_tap_and_the_check_alone_wants_a_burst_a_second() {
+        assert!(Tap::new(None, None, false).is_none());
+        let mut tap = Tap::new(None, None, true).unwrap();
+        let at = |sec| Timestamp { sec, nsec: 0 };
+        let wanted = (0..2 * detect::BURST)
+            .filter(|_| {
+                let w = tap.wants(at(5));
+                if w {
+                    tap.judge(&Probe::of(&packet(&[0; 60], 5, 0)));
+                }
+                w
+            })
+            .count();
+        assert_eq!(wanted, detect::BURST as usize);
+        assert!(tap.wants(at(6)), "a new second");
+        let mut on = Tap::new(Some(DEFAULT_DEDUP_WINDOW), None, true).unwrap();
+        assert!(
+            (0..10_000).all(|_| on.wants(at(7))),
+            "dedup judges everything"
+        );
+    }
+
+    #[test]
+    fn dedup_comes_before_reorder_so_a_copy_never_takes_the_budget() {
+        let mut tap = Tap::new(
+            Some(DEFAULT_DEDUP_WINDOW),
+            Some(DEFAULT_REORDER_WINDOW),
+            false,
+        )
+        .unwrap();
+        // The client's first byte (seq 100), then the server's SYN-ACK of it.
+        let first = tcp4(64, 100, 0, b"x");
+        assert_eq!(tap.admit(&packet(&first, 1, 0)), Admit::Deliver);
+        let synack = {
+            let b = etherparse::PacketBuilder::ethernet2([2; 6], [3; 6])
+                .ipv4([10, 0, 0, 2], [10, 0, 0, 1], 64)
+                .tcp(80, 40000, 500, 1024)
+                .syn()
+                .ack(101);
+            let mut out = Vec::new();
+            b.write(&mut out, &[]).unwrap();
+            out
+        };
+        assert_eq!(tap.admit(&packet(&synack, 1, 5)), Admit::Deliver);
+        // Acknowledges server data never seen: held; its copy is suppressed.
+        let early = tcp4(64, 101, 777, b"");
+        assert_eq!(tap.admit(&packet(&early, 1, 10)), Admit::Held);
+        let copy = tcp4(63, 101, 777, b"");
+        assert_eq!(tap.admit(&packet(&copy, 1, 20)), Admit::Suppress);
+        assert_eq!((tap.held(), tap.deduplicated()), (1, 1));
+        assert_eq!(tap.dedup_window(), Some(DEFAULT_DEDUP_WINDOW));
+        tap.flush();
+        let p = tap.next_held().unwrap();
+        assert_eq!(p.data, &early[..]);
+        tap.done();
+        assert_eq!(tap.held(), 0);
     }
 }

@@ -554,3 +554,15 @@ mod tests {
         assert_eq!((r.held(), r.spare.len(), r.reordered()), (0, 0, 0));
     }
 }
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    #[test]
+    fn fixed_state_is_the_flow_table_of_about_2_mib() {
+        let r = Reorder::new(Duration::from_millis(1), Budget::default());
+        // The README states it: 16384 flows of 136 bytes.
+        assert_eq!(r.memory(), FLOW_SLOTS * 136);
+    }
+}
