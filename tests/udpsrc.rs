@@ -807,3 +807,67 @@ fn bad_replay_rates_and_loops_exit_2_and_say_the_range() {
         assert!(stderr.contains("--loop"), "--loop {bad}: {stderr}");
     }
 }
+
+#[test]
+fn listen_takes_dedup_and_reorder_and_shows_both_counts() {
+    let dir = common::tmpdir("tap");
+    // An HTTP session, the server's ACK of the request sent before the
+    // request, every packet twice: via VNI 1, and a hop later via VNI 2.
+    let mut session = common::http_session();
+    session.swap(3, 4);
+    let encode = |vni: u32, f: &[u8]| {
+        let mut enc = zeek_udp_source::encap::Encoder::new(zeek_udp_source::Encap::Vxlan);
+        enc.vxlan_vni = vni;
+        let mut d = Vec::new();
+        enc.encode(f, zeek_udp_source::LinkType::En10Mb, &mut d);
+        d
+    };
+    let port = common::unique_port();
+    let out = dir.join("tap.pcapng");
+    let l = spawn_listen(
+        &format!("udp::127.0.0.1:{port}:vxlan:dedup=500us:reorder"),
+        &out,
+        &["--json"],
+    );
+    let (client, server) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    for f in &session {
+        // The client is 10.1.1.1 (bytes 26..30 of the frame: the source).
+        let tx = if f[26..30] == [10, 1, 1, 1] {
+            &client
+        } else {
+            &server
+        };
+        let mut far = f.clone();
+        far[14 + 8] -= 1;
+        tx.send_to(&encode(1, f), ("127.0.0.1", port)).unwrap();
+        tx.send_to(&encode(2, &far), ("127.0.0.1", port)).unwrap();
+    }
+    let n = session.len();
+    let line = l.wait_for_line(&format!("delivered {n} "));
+    assert!(
+        line.contains(&format!("deduplicated {n} reordered 1")),
+        "{line}"
+    );
+    l.signal(libc::SIGINT);
+    let done = finish(l);
+    let stats: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(stats["received"], 2 * n, "{stats}");
+    assert_eq!(stats["delivered"], n, "{stats}");
+    assert_eq!(stats["deduplicated"], n, "{stats}");
+    assert_eq!(stats["reordered"], 1, "{stats}");
+    assert_eq!(stats["held"], 0, "{stats}");
+    assert!(
+        stats["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(":dedup=500us:reorder=1ms"),
+        "{stats}"
+    );
+    // The file has the request before its ACK again.
+    let got: Vec<Vec<u8>> = read_pcapng(&out).into_iter().map(|p| p.1).collect();
+    session.swap(3, 4);
+    assert_eq!(got, session);
+}
