@@ -81,6 +81,7 @@ fn far_copy(frame: &[u8]) -> Vec<u8> {
 /// A TCP segment's endpoints and numbers (etherparse, not the code under test).
 struct Tcp {
     from: (Vec<u8>, u16),
+    to: (Vec<u8>, u16),
     seq: u32,
     ack: Option<u32>,
     syn: bool,
@@ -89,9 +90,15 @@ struct Tcp {
 
 fn tcp(frame: &[u8]) -> Option<Tcp> {
     let p = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
-    let src = match p.net? {
-        etherparse::NetSlice::Ipv4(v4) => v4.header().source().to_vec(),
-        etherparse::NetSlice::Ipv6(v6) => v6.header().source().to_vec(),
+    let (src, dst) = match p.net? {
+        etherparse::NetSlice::Ipv4(v4) => (
+            v4.header().source().to_vec(),
+            v4.header().destination().to_vec(),
+        ),
+        etherparse::NetSlice::Ipv6(v6) => (
+            v6.header().source().to_vec(),
+            v6.header().destination().to_vec(),
+        ),
         _ => return None,
     };
     let etherparse::TransportSlice::Tcp(t) = p.transport? else {
@@ -100,6 +107,7 @@ fn tcp(frame: &[u8]) -> Option<Tcp> {
     let space = t.payload().len() as u32 + u32::from(t.syn()) + u32::from(t.fin());
     Some(Tcp {
         from: (src, t.source_port()),
+        to: (dst, t.destination_port()),
         seq: t.sequence_number(),
         ack: t.ack().then(|| t.acknowledgment_number()),
         syn: t.syn(),
@@ -115,20 +123,26 @@ fn ahead(a: u32, b: u32) -> bool {
 /// Packets that acknowledge data of the other direction not delivered
 /// before them (or a SYN-ACK before its SYN): what Zeek takes for a gap.
 fn acks_for_unseen(frames: &[Vec<u8>]) -> usize {
-    let mut next: Vec<((Vec<u8>, u16), u32)> = Vec::new();
+    // (sender, receiver) -> the sequence number after what was delivered.
+    type Ends = ((Vec<u8>, u16), (Vec<u8>, u16));
+    let mut next: Vec<(Ends, u32)> = Vec::new();
     let mut bad = 0;
     for f in frames {
         let Some(t) = tcp(f) else { continue };
-        let other = next.iter().find(|(k, _)| *k != t.from).map(|(_, n)| *n);
+        let other = next
+            .iter()
+            .find(|((from, to), _)| *from == t.to && *to == t.from)
+            .map(|(_, n)| *n);
         bad += usize::from(match (t.ack, other) {
             (Some(ack), Some(n)) => ahead(ack, n),
             (Some(_), None) => t.syn,
             _ => false,
         });
-        match next.iter_mut().find(|(k, _)| *k == t.from) {
+        let ends = (t.from.clone(), t.to.clone());
+        match next.iter_mut().find(|(e, _)| *e == ends) {
             Some((_, n)) if ahead(t.end, *n) => *n = t.end,
             Some(_) => {}
-            None => next.push((t.from.clone(), t.end)),
+            None => next.push((ends, t.end)),
         }
     }
     bad
@@ -369,4 +383,135 @@ fn a_feed_without_the_options_is_told_what_it_needs() {
     send(src.local_addr().unwrap(), &clean);
     drain(&mut src, clean.len() as u64);
     assert_eq!(src.advice(), None);
+}
+
+/// The session with the client on another port: another connection.
+fn with_client_port(frames: &[Vec<u8>], port: u16) -> Vec<Vec<u8>> {
+    let dir = direction(frames);
+    frames
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            assert_eq!(f[14] >> 4, 4, "an IPv4 session");
+            let tcp_at = 14 + usize::from(f[14] & 0x0f) * 4;
+            // The client's source port, or the server's destination port.
+            let at = tcp_at + 2 * dir(&f);
+            f[at..at + 2].copy_from_slice(&port.to_be_bytes());
+            f
+        })
+        .collect()
+}
+
+#[test]
+fn with_workers_each_worker_repairs_its_own_connections() {
+    let base = session();
+    let (_, moved) = acks_first(&base);
+    let sessions: Vec<Vec<Vec<u8>>> = (0..8).map(|i| with_client_port(&base, 41000 + i)).collect();
+    // The client's address is the same in every session; the port is not.
+    let client = tcp(&base[0]).map(|t| t.from.0);
+    let side = |f: &[u8]| usize::from(tcp(f).map(|t| t.from.0) != client);
+    let mut sends = Vec::new();
+    for s in &sessions {
+        sends.extend(doubled(&acks_first(s).0, side));
+    }
+    let n = (sessions.len() * base.len()) as u64;
+    for kind in receivers() {
+        let text = format!(
+            "127.0.0.1:{}:vxlan:workers=2:dedup:reorder",
+            common::unique_port()
+        );
+        let path = zeek_udp_source::path::parse(&text).unwrap();
+        let mut workers: Vec<Source> = (0..2)
+            .map(|_| Source::open_path(path.clone(), &common::config(kind)).unwrap())
+            .collect();
+        send(path.addr, &sends);
+        let mut got: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 2];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let stats: Vec<Stats> = workers.iter().map(|w| *w.counters()).collect();
+            let received: u64 = stats.iter().map(|s| s.received).sum();
+            let held: u64 = stats.iter().map(|s| s.held).sum();
+            if received == sends.len() as u64 && held == 0 || Instant::now() > deadline {
+                break;
+            }
+            for (w, src) in workers.iter_mut().enumerate() {
+                while let Some(p) = src.next_packet().unwrap() {
+                    got[w].push(p.data.to_vec());
+                    src.done();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let stats: Vec<Stats> = workers.iter_mut().map(Source::stats).collect();
+        let sum = |f: fn(&Stats) -> u64| stats.iter().map(f).sum::<u64>();
+        assert_eq!(sum(|s| s.received), sends.len() as u64, "{kind:?}");
+        assert_eq!(sum(|s| s.delivered), n, "{kind:?}: {stats:?}");
+        assert_eq!(sum(|s| s.deduplicated), n, "{kind:?}: {stats:?}");
+        assert_eq!(
+            sum(|s| s.reordered),
+            moved as u64 * 8,
+            "{kind:?}: {stats:?}"
+        );
+        for (w, out) in got.iter().enumerate() {
+            assert_eq!(acks_for_unseen(out), 0, "{kind:?}: worker {w}");
+        }
+        assert!(
+            got.iter().all(|out| !out.is_empty()),
+            "{kind:?}: both workers had connections"
+        );
+    }
+}
+
+#[test]
+fn a_geneve_copy_of_bare_ip_is_a_copy_of_the_ethernet_frame() {
+    let frames = session();
+    let n = frames.len() as u64;
+    let geneve = |f: &[u8], link: LinkType| {
+        let mut out = Vec::new();
+        Encoder::new(Encap::Geneve).encode(f, link, &mut out);
+        out
+    };
+    // One mirror sends Ethernet frames, the other the bare IP packets a hop later.
+    let mut sends = Vec::new();
+    for f in &frames {
+        sends.push((0, geneve(f, LinkType::En10Mb)));
+        sends.push((1, geneve(&far_copy(f)[14..], LinkType::Raw)));
+    }
+    for kind in receivers() {
+        let (got, s) = run(kind, "geneve:dedup", &sends);
+        assert_eq!((s.delivered, s.deduplicated), (n, n), "{kind:?}");
+        assert_eq!(
+            got, frames,
+            "{kind:?}: the Ethernet copies, first each time"
+        );
+        let (_, s) = run(kind, "geneve", &sends);
+        assert_eq!((s.delivered, s.deduplicated), (2 * n, 0), "{kind:?}");
+    }
+}
+
+#[test]
+fn held_packets_taken_out_by_a_capture_filter_are_counted_and_released() {
+    let frames = session();
+    let (order, moved) = acks_first(&frames);
+    let dir = direction(&frames);
+    let sends: Vec<Send> = order.iter().map(|f| (dir(f), vxlan(1, f))).collect();
+    for kind in receivers() {
+        let mut src = open(kind, "vxlan:reorder");
+        send(src.local_addr().unwrap(), &sends);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (src.counters().received < sends.len() as u64 || src.counters().held > 0)
+            && Instant::now() < deadline
+        {
+            match src.next_packet().unwrap() {
+                Some(_) => src.filtered(),
+                None => common::wait_readable(src.wait_fd(), 1),
+            }
+        }
+        let s = src.stats();
+        assert_eq!(
+            (s.delivered, s.filtered),
+            (frames.len() as u64, frames.len() as u64)
+        );
+        assert_eq!((s.reordered, s.held), (moved as u64, 0), "{kind:?}");
+    }
 }
