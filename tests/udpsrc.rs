@@ -825,7 +825,7 @@ fn listen_takes_dedup_and_reorder_and_shows_both_counts() {
     let port = common::unique_port();
     let out = dir.join("tap.pcapng");
     let l = spawn_listen(
-        &format!("udp::127.0.0.1:{port}:vxlan:dedup=500us:reorder"),
+        &format!("udp::127.0.0.1:{port}:vxlan:dedup=100ms:reorder=100ms"),
         &out,
         &["--json"],
     );
@@ -863,7 +863,7 @@ fn listen_takes_dedup_and_reorder_and_shows_both_counts() {
         stats["path"]
             .as_str()
             .unwrap()
-            .ends_with(":dedup=500us:reorder=1ms"),
+            .ends_with(":dedup=100ms:reorder=100ms"),
         "{stats}"
     );
     // The file has the request before its ACK again.
