@@ -42,27 +42,32 @@ pub fn flow_key(link: LinkType, packet: &[u8], wire_len: usize) -> Option<FlowKe
     };
     let link_len = packet.len() - ip.len();
     let ip = Ip::new_checked(ip, wire_len.max(packet.len()) - link_len).ok()?;
-    let proto = ip.protocol();
-    let (sport, dport) = match proto {
-        TCP | UDP | SCTP if !ip.is_fragment() => {
-            let l4 = ip.payload().get(..4)?;
-            (
-                u16::from_be_bytes([l4[0], l4[1]]),
-                u16::from_be_bytes([l4[2], l4[3]]),
-            )
-        }
-        _ => (0, 0),
-    };
-    let (src, dst) = ip.addresses();
-    let (a, b) = if (src, sport) <= (dst, dport) {
-        ((src, sport), (dst, dport))
-    } else {
-        ((dst, dport), (src, sport))
-    };
-    Some(FlowKey { a, b, proto })
+    FlowKey::of(&ip)
 }
 
 impl FlowKey {
+    /// The flow of a checked IP packet (see [`flow_key`]).
+    pub fn of(ip: &Ip<'_>) -> Option<FlowKey> {
+        let proto = ip.protocol();
+        let (sport, dport) = match proto {
+            TCP | UDP | SCTP if !ip.is_fragment() => {
+                let l4 = ip.payload().get(..4)?;
+                (
+                    u16::from_be_bytes([l4[0], l4[1]]),
+                    u16::from_be_bytes([l4[2], l4[3]]),
+                )
+            }
+            _ => (0, 0),
+        };
+        let (src, dst) = ip.addresses();
+        let (a, b) = if (src, sport) <= (dst, dport) {
+            ((src, sport), (dst, dport))
+        } else {
+            ((dst, dport), (src, sport))
+        };
+        Some(FlowKey { a, b, proto })
+    }
+
     /// The symmetric flow hash: the XOR of the address words and the ports
     /// (XOR ignores direction), mixed. It is what the balancing program
     /// computes, so that `hash() % workers` is the worker it picks.

@@ -1,7 +1,7 @@
 //! What reorder repair needs of a TCP segment, and a fixed table of
 //! per-flow sequence state.
 
-use crate::flow::{FlowKey, flow_key};
+use crate::flow::FlowKey;
 use crate::link::LinkType;
 use crate::wire::Ip;
 use crate::wire::ip::TCP;
@@ -44,7 +44,7 @@ pub fn segment(link: LinkType, data: &[u8], wire_len: usize) -> Option<Segment> 
     }
     let word = |i: usize| u32::from_be_bytes([tcp[i], tcp[i + 1], tcp[i + 2], tcp[i + 3]]);
     let (sport, flags) = (u16::from_be_bytes([tcp[0], tcp[1]]), tcp[13]);
-    let key = flow_key(link, data, wire_len)?;
+    let key = FlowKey::of(&ip)?;
     let (src, _) = ip.addresses();
     let dir = usize::from(key.a != (src, sport));
     let seq = word(4);
