@@ -290,7 +290,20 @@ impl Reorder {
             self.open_bytes -= e.packet.footprint();
         }
         let h = e.hold;
-        self.flows.get(h.flow).dirs[h.dir].held -= 1;
+        let flow = self.flows.get(h.flow);
+        flow.dirs[h.dir].held -= 1;
+        let expired = h.at.saturating_add(self.window) <= self.now;
+        if let (Some(ack), true) = (h.wait, expired) {
+            // Its window passed without its data: take that data for lost,
+            // so the packets behind it, which acknowledge the same, do not
+            // wait a window each for it again. (One forced out by the budget
+            // leaves the rest waiting.)
+            let other = &mut flow.dirs[1 - h.dir];
+            if !other.known || after(ack, other.next) {
+                other.next = ack;
+                other.known = true;
+            }
+        }
         self.delivered(h.flow, h.dir, h.end, h.arrival);
         self.dirty = true;
         Some(self.out.insert(e.packet).packet())
@@ -473,6 +486,28 @@ mod tests {
             std::iter::from_fn(|| r.next_ready().map(|p| p.data.to_vec())).collect();
         assert_eq!(rest, vec![lost_ack, next]);
         assert_eq!(r.held(), 0);
+    }
+
+    #[test]
+    fn after_one_window_lost_data_is_given_up_for_the_packets_behind() {
+        let syn = seg(true, 100, 0, "S", b"");
+        let synack = seg(false, 500, 101, "SA", b"");
+        // Three ACKs of server data the mirror lost, 400 us apart.
+        let acks: Vec<Vec<u8>> = (0..3u32)
+            .map(|i| seg(true, 101 + i, 9999, "A", &[i as u8]))
+            .collect();
+        let mut r = reorder();
+        let mut feed = vec![(syn.clone(), T0), (synack.clone(), T0 + US)];
+        for (i, a) in acks.iter().enumerate() {
+            feed.push((a.clone(), T0 + (2 + 400 * i as u64) * US));
+        }
+        let out = run(&mut r, &feed, T0 + 802 * US);
+        assert_eq!(out, vec![syn, synack]);
+        // The first one's window ends: all three go, not one per window.
+        r.advance(T0 + 1_002 * US);
+        let rest: Vec<Vec<u8>> =
+            std::iter::from_fn(|| r.next_ready().map(|p| p.data.to_vec())).collect();
+        assert_eq!(rest, acks);
     }
 
     #[test]
