@@ -2,6 +2,8 @@
 //! collector that drains a source into owned packets.
 #![allow(dead_code)]
 
+pub mod feeds;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
