@@ -228,10 +228,7 @@ impl Source {
                 Some(_) => crate::LinkType::Ppp,
                 None => inner.link_type,
             },
-            timestamp: meta
-                .ancillary
-                .timestamp
-                .unwrap_or_else(crate::Timestamp::now),
+            timestamp,
         };
         match tap.judge(&probe) {
             Verdict::Deliver => return true,
@@ -269,19 +266,19 @@ impl Source {
     fn held_packet(&mut self) -> Option<Packet<'_>> {
         self.release_lent();
         let tap = self.tap.as_mut()?;
-        let reordered = tap.reordered();
-        let packet = tap.next_held()?;
+        if !tap.pop_held() {
+            return None;
+        }
         self.stats.delivered += 1;
         self.stats.held -= 1;
-        self.stats.reordered = reordered;
+        self.stats.reordered = tap.reordered();
         self.lent_from_tap = true;
-        Some(packet)
+        self.tap.as_ref()?.lent()
     }
 
     /// The packet lent last goes back, wherever it came from.
     fn release_lent(&mut self) {
         if let Some(tap) = self.tap.as_mut() {
-            self.stats.reordered = tap.reordered();
             if std::mem::take(&mut self.lent_from_tap) {
                 tap.done();
                 return;

@@ -212,6 +212,17 @@ impl Tap {
         self.reorder.as_mut()?.next_ready()
     }
 
+    /// Takes the next held packet that may go and counts it: `false` when
+    /// none may; [`Tap::lent`] lends it.
+    pub fn pop_held(&mut self) -> bool {
+        self.reorder.as_mut().is_some_and(Reorder::pop_ready)
+    }
+
+    /// The packet [`Tap::pop_held`] took, until [`Tap::done`].
+    pub fn lent(&self) -> Option<Packet<'_>> {
+        self.reorder.as_ref()?.lent()
+    }
+
     /// The caller is done with the packet from [`Tap::next_held`].
     pub fn done(&mut self) {
         if let Some(r) = &mut self.reorder {

@@ -281,10 +281,24 @@ impl Reorder {
     /// The next held packet that may go, lent until [`Reorder::done`] or
     /// the next call.
     pub fn next_ready(&mut self) -> Option<Packet<'_>> {
+        match self.pop_ready() {
+            true => self.lent(),
+            false => None,
+        }
+    }
+
+    /// Takes the next held packet that may go out of line and lends it
+    /// ([`Reorder::lent`]); counts it delivered (and reordered). `false`:
+    /// none may go now.
+    pub fn pop_ready(&mut self) -> bool {
         self.done();
-        let i = self.ready()?;
+        let Some(i) = self.ready() else {
+            return false;
+        };
         // Mostly the first: a VecDeque makes that O(1) however many wait.
-        let e = self.queue.remove(i)?;
+        let Some(e) = self.queue.remove(i) else {
+            return false;
+        };
         if !e.forced {
             self.open_packets -= 1;
             self.open_bytes -= e.packet.footprint();
@@ -306,7 +320,13 @@ impl Reorder {
         }
         self.delivered(h.flow, h.dir, h.end, h.arrival);
         self.dirty = true;
-        Some(self.out.insert(e.packet).packet())
+        self.out = Some(e.packet);
+        true
+    }
+
+    /// The held packet [`Reorder::pop_ready`] took, until [`Reorder::done`].
+    pub fn lent(&self) -> Option<Packet<'_>> {
+        self.out.as_ref().map(OwnedPacket::packet)
     }
 
     /// Returns the lent packet's buffer to the pool.
