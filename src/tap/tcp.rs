@@ -118,7 +118,7 @@ pub struct Flows {
 }
 
 impl Flows {
-    /// `slots` rounded up to a power of two (at least [`WAYS`]).
+    /// `slots` rounded up to a power of two (at least one bucket of 4).
     pub fn new(slots: usize, idle_ns: u64) -> Self {
         let slots = slots.max(WAYS).next_power_of_two();
         Flows {
