@@ -161,6 +161,9 @@ pub struct Source {
     coalesced: RecvMeta,
     /// The current datagram's bytes within the receiver's current buffer.
     segment: Range<usize>,
+    /// The current packet's GENEVE options, when a synthesized Ethernet
+    /// header overwrote them in the buffer (at most 252 bytes).
+    geneve_options_copy: Vec<u8>,
 }
 
 impl Source {
@@ -235,6 +238,7 @@ impl Source {
             segments: Segments::default(),
             coalesced: RecvMeta::default(),
             segment: 0..0,
+            geneve_options_copy: Vec::new(),
         })
     }
 
@@ -370,7 +374,14 @@ impl Source {
         let buf = &mut buf[..at + segment.len()];
         let mut start = at + inner.offset;
         let mut wire_len = meta.wire_len - inner.offset;
+        let mut options_moved = false;
         if let Some(ethertype) = inner.ethertype {
+            // The header goes over the 14 bytes before the inner packet:
+            // the end of the GENEVE options, so keep those first.
+            let options = &buf[at..][inner.geneve_options.clone()];
+            self.geneve_options_copy.clear();
+            self.geneve_options_copy.extend_from_slice(options);
+            options_moved = true;
             // Headroom plus the tunnel header always leave room for it.
             start -= ETHERNET_LEN;
             wire_len += ETHERNET_LEN;
@@ -379,8 +390,11 @@ impl Source {
             header[12..].copy_from_slice(&ethertype.to_be_bytes());
         }
         let buf: &[u8] = buf;
-        let datagram = &buf[at..];
-        let options = &datagram[inner.geneve_options];
+        let options = if options_moved {
+            &self.geneve_options_copy[..]
+        } else {
+            &buf[at..][inner.geneve_options]
+        };
         let geneve_option_value = self
             .geneve_key_option
             .and_then(|(class, kind)| GeneveOptions::new(options).option_value(class, kind));
