@@ -9,10 +9,13 @@ use std::sync::Mutex;
 
 use zeek_udp_source::decap::Decapsulator;
 use zeek_udp_source::path;
+use zeek_udp_source::wire::GeneveOptions;
 use zeek_udp_source::{Config, Encap, Event, LinkType, ReceiverKind, Source, Stats};
 
 /// recvmmsg buffer of the truncating sources.
 const SMALL_BUFFER: usize = 64;
+/// The GENEVE option whose value names the network (Config::geneve_key_option).
+const KEY_OPTION: (u16, u8) = (0x0102, 0x03);
 /// libFuzzer's inputs stay below this (its default -max_len is 4096).
 const MAX_DATAGRAM: usize = 65507;
 
@@ -46,6 +49,7 @@ fn rig(pick: u8) -> Rig {
         recv_buffer_size: 1 << 20,
         recvmmsg_batch: 4,
         recvmmsg_buffer_size: if small { SMALL_BUFFER } else { MAX_DATAGRAM },
+        geneve_key_option: Some(KEY_OPTION),
         ..Config::default()
     };
     // The grammar refuses port 0: parse with a port, then ask for any.
@@ -109,6 +113,12 @@ fn check(rig: &mut Rig, datagram: &[u8]) {
                 assert_eq!(p.vxlan_vni, inner.vxlan_vni);
                 assert_eq!(p.geneve_vni, inner.geneve_vni);
                 assert_eq!(p.geneve_options, &captured[inner.geneve_options.clone()]);
+                let sent_options = GeneveOptions::new(&captured[inner.geneve_options.clone()]);
+                assert_eq!(
+                    p.geneve_option_value,
+                    sent_options.option_value(KEY_OPTION.0, KEY_OPTION.1),
+                    "the key option's value as sent"
+                );
                 for o in p.geneve_options() {
                     assert!(o.data.len() % 4 == 0);
                 }

@@ -11,8 +11,9 @@
 //! move by exactly one datagram; a delivered packet is the datagram's bytes
 //! after the tunnel header, as `Decapsulator::decap` locates it on the
 //! captured bytes (with the 14-byte Ethernet header GENEVE's EtherTypes
-//! need), never longer than its wire length, with a kernel timestamp; a rejection gives the reason
-//! `decap` gives.
+//! need), never longer than its wire length, with a kernel timestamp, and
+//! with the GENEVE options and key option value that were sent; a
+//! rejection gives the reason `decap` gives.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
