@@ -92,7 +92,8 @@ fn check(rig: &mut Rig, datagram: &[u8]) {
     let before = *rig.source.counters();
     rig.sender.send(datagram).expect("send over loopback");
     let captured = &datagram[..datagram.len().min(rig.captured_max)];
-    let expected = Decapsulator::new(rig.encap, LinkType::En10Mb).decap_captured(captured, datagram.len());
+    let expected =
+        Decapsulator::new(rig.encap, LinkType::En10Mb).decap_captured(captured, datagram.len());
     let event = loop {
         match rig.source.next_event().expect("receive") {
             Event::Idle => wait_readable(rig.source.wait_fd()),
