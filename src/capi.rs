@@ -1,17 +1,23 @@
 //! The C ABI the Zeek shim calls; `zeek-shim/zeek_udp_source.h` is the
 //! contract. Every entry point catches panics (none may cross into C++),
-//! checks its pointers, and turns failures into return values.
+//! checks its pointers, and turns failures into return values. A panic
+//! caught inside a source poisons it: it may be half-updated, so every later
+//! call on it returns ZUS_FATAL or does nothing.
 
 use std::ffi::{CStr, c_char};
 use std::mem::{offset_of, size_of};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use crate::config::refuse;
+use crate::error::Error;
+use crate::link::LinkType;
 use crate::recv::ReceiverKind;
 use crate::reject::Reject;
-use crate::source::{Config, Event, Source, Wait};
+use crate::source::{Config, Event, Packet, REJECTS_PER_CALL, Source, Wait};
+use crate::stats::Stats;
 
 /// Bumped whenever a struct or a signature changes (ZUS_ABI_VERSION).
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 /// Room for reject reasons in [`ZusStats`] (ZUS_MAX_REJECTS).
 pub const MAX_REJECTS: usize = 16;
 
@@ -66,6 +72,32 @@ pub struct ZusStats {
     pub receive_errors: u64,
     pub recv_buffer_granted: u64,
     pub rejected_by_reason: [u64; MAX_REJECTS],
+    pub filtered: u64,
+}
+
+/// `zus_zeek_stats`: Zeek's `PktSrc::Stats`, computed here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZusZeekStats {
+    pub received: u64,
+    pub dropped: u64,
+    pub link: u64,
+    pub bytes_received: u64,
+    pub filtered: u64,
+}
+
+impl ZusZeekStats {
+    /// received: packets past the capture filter; link: every datagram
+    /// that reached the socket; dropped: lost in the kernel or rejected.
+    pub fn from_stats(s: &Stats) -> Self {
+        ZusZeekStats {
+            received: s.delivered.saturating_sub(s.filtered),
+            dropped: s.kernel_drops.saturating_add(s.rejected_total()),
+            link: s.received.saturating_add(s.kernel_drops),
+            bytes_received: s.bytes,
+            filtered: s.filtered,
+        }
+    }
 }
 
 // The same pins as the header's static assertions.
@@ -79,8 +111,10 @@ const _: () = {
     assert!(offset_of!(ZusPacket, ts_sec) == 16);
     assert!(offset_of!(ZusPacket, caplen) == 28);
     assert!(offset_of!(ZusPacket, flags) == 52);
-    assert!(size_of::<ZusStats>() == 192);
+    assert!(size_of::<ZusStats>() == 200);
     assert!(offset_of!(ZusStats, rejected_by_reason) == 64);
+    assert!(offset_of!(ZusStats, filtered) == 192);
+    assert!(size_of::<ZusZeekStats>() == 40);
 };
 
 /// Rust's view of every field, in the order of `zus_c_layout()`.
@@ -122,8 +156,33 @@ pub fn rust_layout() -> Vec<u64> {
         v(offset_of!(ZusStats, receive_errors)),
         v(offset_of!(ZusStats, recv_buffer_granted)),
         v(offset_of!(ZusStats, rejected_by_reason)),
+        v(offset_of!(ZusStats, filtered)),
+        v(size_of::<ZusZeekStats>()),
+        v(offset_of!(ZusZeekStats, received)),
+        v(offset_of!(ZusZeekStats, dropped)),
+        v(offset_of!(ZusZeekStats, link)),
+        v(offset_of!(ZusZeekStats, bytes_received)),
+        v(offset_of!(ZusZeekStats, filtered)),
         u64::from(ABI_VERSION),
         v(MAX_REJECTS),
+        v(REJECTS_PER_CALL),
+        u64::from(LinkType::En10Mb.dlt() as u32),
+        u64::from(LinkType::Raw.dlt() as u32),
+        u64::from(LinkType::Ppp.dlt() as u32),
+        u64::from(receiver_code(ReceiverKind::Recvmmsg)),
+        u64::from(receiver_code(ReceiverKind::IoUring)),
+        u64::from(FLAG_VXLAN_VNI),
+        u64::from(FLAG_GENEVE_VNI),
+        u64::from(FLAG_TRUNCATED),
+        u64::from(FLAG_GENEVE_OPTION_VALUE),
+        IDLE as u64,
+        PACKET as u64,
+        REJECTED as u64,
+        ERROR as u64,
+        FATAL as u64,
+        WAIT_NOW as u64,
+        WAIT_FD as u64,
+        WAIT_FOR as u64,
     ]
 }
 
@@ -138,12 +197,68 @@ const IDLE: i32 = 0;
 const PACKET: i32 = 1;
 const REJECTED: i32 = 2;
 const ERROR: i32 = 3;
+const FATAL: i32 = 4;
+
+const WAIT_NOW: i32 = 0;
+const WAIT_FD: i32 = 1;
+const WAIT_FOR: i32 = 2;
+
+/// `enum zus_receiver`.
+fn receiver_code(kind: ReceiverKind) -> u32 {
+    match kind {
+        ReceiverKind::Recvmmsg => 0,
+        ReceiverKind::IoUring => 1,
+    }
+}
+
+/// `zus_config.geneve_key_option` for an option (class, type).
+fn option_id(class: u16, kind: u8) -> u32 {
+    OPTION_ID_SET | u32::from(kind) << 16 | u32::from(class)
+}
 
 /// `zus_source`: a source plus the messages the C side may ask for.
 pub struct ZusSource {
     source: Source,
     warning: String,
     last_error: String,
+    /// Taken at open, so a poisoned source can still hand it back for the
+    /// caller to unregister.
+    wait_fd: i32,
+    /// A panic was caught inside the source: it is not used again.
+    poisoned: bool,
+    /// Test hook: the next call into the source panics.
+    #[cfg(test)]
+    panic_next: bool,
+}
+
+impl ZusSource {
+    /// Runs `f` on the source unless it is poisoned; a panic in `f`
+    /// poisons it and says so in `last_error`. `None` when poisoned.
+    fn run<T>(&mut self, what: &str, f: impl FnOnce(&mut Source) -> T) -> Option<T> {
+        if self.poisoned {
+            return None;
+        }
+        #[cfg(test)]
+        let panic_next = std::mem::take(&mut self.panic_next);
+        let source = &mut self.source;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(test)]
+            if panic_next {
+                panic!("test hook: a panic inside the source");
+            }
+            f(source)
+        }));
+        match result {
+            Ok(value) => Some(value),
+            Err(_) => {
+                self.poisoned = true;
+                self.last_error = format!(
+                    "internal error while {what} (a bug: please report it); the source has stopped and must be reopened"
+                );
+                None
+            }
+        }
+    }
 }
 
 /// Runs `f`, turning a panic into `fallback`.
@@ -168,21 +283,34 @@ unsafe fn write_c(text: &str, buf: *mut c_char, len: usize) -> usize {
     text.len()
 }
 
-fn config_from(c: &ZusConfig) -> Config {
+/// Rust's settings from the C struct; refuses values that have no meaning
+/// there (the ranges are checked by [`Config::validate`] when opening).
+fn config_from(c: &ZusConfig) -> Result<Config, Error> {
+    let receiver = match c.receiver {
+        0 => ReceiverKind::Recvmmsg,
+        1 => ReceiverKind::IoUring,
+        other => {
+            return Err(refuse(
+                "implementation",
+                format!("receiver {other} is neither 0 (recvmmsg) nor 1 (io_uring)"),
+            ));
+        }
+    };
+    let option = c.geneve_key_option;
+    if option != 0 && (option & OPTION_ID_SET == 0 || option & 0x7f00_0000 != 0) {
+        return Err(refuse(
+            "geneve_key_option",
+            format!("{option:#x} is not a value from zus_parse_geneve_option_id()"),
+        ));
+    }
+    let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
     let mut config = Config {
-        receiver: if c.receiver == 1 {
-            ReceiverKind::IoUring
-        } else {
-            ReceiverKind::Recvmmsg
-        },
-        recv_buffer_size: c.recv_buffer_size as usize,
-        recvmmsg_batch: c.recvmmsg_batch as usize,
-        recvmmsg_buffer_size: c.recvmmsg_buffer_size as usize,
+        receiver,
+        recv_buffer_size: usize_of(c.recv_buffer_size),
+        recvmmsg_batch: usize_of(c.recvmmsg_batch),
+        recvmmsg_buffer_size: usize_of(c.recvmmsg_buffer_size),
         batch_wait: std::time::Duration::from_nanos(c.batch_wait_ns),
-        geneve_key_option: (c.geneve_key_option & OPTION_ID_SET != 0).then_some((
-            c.geneve_key_option as u16,
-            (c.geneve_key_option >> 16) as u8,
-        )),
+        geneve_key_option: (option != 0).then_some((option as u16, (option >> 16) as u8)),
         // Zeek never sees the sender; `allow=` paths still ask for it.
         peer_addresses: false,
         udp_gro: c.udp_gro != 0,
@@ -192,22 +320,19 @@ fn config_from(c: &ZusConfig) -> Config {
     config.uring.cq_entries = c.io_uring_cq_entries;
     config.uring.buffers = c.io_uring_buffers;
     config.uring.buffer_shift = c.io_uring_buffer_shift;
-    config
+    Ok(config)
 }
 
 fn config_to(c: &Config) -> ZusConfig {
     ZusConfig {
-        receiver: match c.receiver {
-            ReceiverKind::Recvmmsg => 0,
-            ReceiverKind::IoUring => 1,
-        },
+        receiver: receiver_code(c.receiver),
         io_uring_sq_entries: c.uring.sq_entries,
         io_uring_cq_entries: c.uring.cq_entries,
         io_uring_buffers: c.uring.buffers,
         io_uring_buffer_shift: c.uring.buffer_shift,
-        geneve_key_option: c.geneve_key_option.map_or(0, |(class, kind)| {
-            OPTION_ID_SET | u32::from(kind) << 16 | u32::from(class)
-        }),
+        geneve_key_option: c
+            .geneve_key_option
+            .map_or(0, |(class, kind)| option_id(class, kind)),
         recv_buffer_size: c.recv_buffer_size as u64,
         recvmmsg_batch: c.recvmmsg_batch as u64,
         recvmmsg_buffer_size: c.recvmmsg_buffer_size as u64,
@@ -268,7 +393,7 @@ pub unsafe extern "C" fn zus_open(
                 Config::default()
             } else {
                 // SAFETY: checked for null; the caller promises a valid struct.
-                config_from(unsafe { &*config })
+                config_from(unsafe { &*config }).map_err(|e| e.to_string())?
             };
             Source::open(&path, &config).map_err(|e| e.to_string())
         },
@@ -277,9 +402,13 @@ pub unsafe extern "C" fn zus_open(
         Ok(source) => {
             let warning = source.recv_buffer().warning().unwrap_or_default();
             Box::into_raw(Box::new(ZusSource {
+                wait_fd: source.wait_fd(),
                 source,
                 warning,
                 last_error: String::new(),
+                poisoned: false,
+                #[cfg(test)]
+                panic_next: false,
             }))
         }
         Err(msg) => fail(&msg),
@@ -314,66 +443,65 @@ pub unsafe extern "C" fn zus_next(
     let Some(src) = (unsafe { source.as_mut() }) else {
         return ERROR;
     };
-    let result = guard(
-        Err("internal error while receiving (a bug: please report it)".to_string()),
-        || {
-            match src.source.next_event() {
-                Ok(Event::Packet(p)) => {
-                    let mut flags = 0;
-                    flags |= if p.vxlan_vni.is_some() {
-                        FLAG_VXLAN_VNI
-                    } else {
-                        0
-                    };
-                    flags |= if p.geneve_vni.is_some() {
-                        FLAG_GENEVE_VNI
-                    } else {
-                        0
-                    };
-                    flags |= if p.truncated() { FLAG_TRUNCATED } else { 0 };
-                    flags |= if p.geneve_option_value.is_some() {
-                        FLAG_GENEVE_OPTION_VALUE
-                    } else {
-                        0
-                    };
-                    let out = ZusPacket {
-                        data: p.data.as_ptr(),
-                        geneve_options: p.geneve_options.as_ptr(),
-                        ts_sec: p.timestamp.sec,
-                        ts_nsec: p.timestamp.nsec,
-                        caplen: p.data.len() as u32,
-                        wire_len: p.wire_len as u32,
-                        dlt: p.link_type.dlt(),
-                        vxlan_vni: p.vxlan_vni.unwrap_or(0),
-                        geneve_vni: p.geneve_vni.unwrap_or(0),
-                        geneve_options_len: p.geneve_options.len() as u32,
-                        flags,
-                        geneve_option_value: p.geneve_option_value.unwrap_or(0),
-                    };
-                    if !packet.is_null() {
-                        // SAFETY: checked for null; the caller promises it is writable.
-                        unsafe { *packet = out };
-                    }
-                    Ok(PACKET)
+    let result = src.run("receiving", |source| {
+        let event = match source.next_event() {
+            Ok(event) => event,
+            Err(e) => return Err(e.to_string()),
+        };
+        Ok(match event {
+            Event::Packet(p) => {
+                if !packet.is_null() {
+                    // SAFETY: checked for null; the caller promises it is writable.
+                    unsafe { *packet = zus_packet(&p) };
                 }
-                Ok(Event::Rejected(r)) => {
-                    if !reason.is_null() {
-                        // SAFETY: checked for null; the caller promises it is writable.
-                        unsafe { *reason = r.index() as u32 };
-                    }
-                    Ok(REJECTED)
+                PACKET
+            }
+            Event::Rejected(r) => {
+                if !reason.is_null() {
+                    // SAFETY: checked for null; the caller promises it is writable.
+                    unsafe { *reason = r.index() as u32 };
                 }
-                Ok(Event::Idle) => Ok(IDLE),
-                Err(e) => Err(format!("receive error: {e}")),
+                REJECTED
+            }
+            Event::Idle => IDLE,
+        })
+    });
+    match result {
+        Some(Ok(code)) => code,
+        Some(Err(msg)) => match src.source.failure() {
+            Some(why) => {
+                src.last_error = why.to_string();
+                FATAL
+            }
+            None => {
+                src.last_error = format!("receive error: {msg}");
+                ERROR
             }
         },
-    );
-    match result {
-        Ok(code) => code,
-        Err(msg) => {
-            src.last_error = msg;
-            ERROR
-        }
+        // Poisoned: last_error says why.
+        None => FATAL,
+    }
+}
+
+/// `zus_packet` for a packet.
+fn zus_packet(p: &Packet<'_>) -> ZusPacket {
+    let flag = |set: bool, flag: u32| if set { flag } else { 0 };
+    ZusPacket {
+        data: p.data.as_ptr(),
+        geneve_options: p.geneve_options.as_ptr(),
+        ts_sec: p.timestamp.sec,
+        ts_nsec: p.timestamp.nsec,
+        caplen: p.data.len() as u32,
+        wire_len: p.wire_len as u32,
+        dlt: p.link_type.dlt(),
+        vxlan_vni: p.vxlan_vni.unwrap_or(0),
+        geneve_vni: p.geneve_vni.unwrap_or(0),
+        geneve_options_len: p.geneve_options.len() as u32,
+        flags: flag(p.vxlan_vni.is_some(), FLAG_VXLAN_VNI)
+            | flag(p.geneve_vni.is_some(), FLAG_GENEVE_VNI)
+            | flag(p.truncated(), FLAG_TRUNCATED)
+            | flag(p.geneve_option_value.is_some(), FLAG_GENEVE_OPTION_VALUE),
+        geneve_option_value: p.geneve_option_value.unwrap_or(0),
     }
 }
 
@@ -385,7 +513,31 @@ pub unsafe extern "C" fn zus_next(
 pub unsafe extern "C" fn zus_done(source: *mut ZusSource) {
     // SAFETY: the caller promises a live source or null.
     if let Some(src) = unsafe { source.as_mut() } {
-        guard((), || src.source.done());
+        src.run("releasing a packet", Source::done);
+    }
+}
+
+/// `zus_filtered`.
+///
+/// # Safety
+/// `source` from `zus_open` or null.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn zus_filtered(source: *mut ZusSource) {
+    // SAFETY: the caller promises a live source or null.
+    if let Some(src) = unsafe { source.as_mut() } {
+        src.run("releasing a filtered packet", Source::filtered);
+    }
+}
+
+/// `zus_shutdown`.
+///
+/// # Safety
+/// `source` from `zus_open` or null.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn zus_shutdown(source: *mut ZusSource) {
+    // SAFETY: the caller promises a live source or null.
+    if let Some(src) = unsafe { source.as_mut() } {
+        src.run("shutting down", Source::shutdown);
     }
 }
 
@@ -394,31 +546,25 @@ pub unsafe extern "C" fn zus_done(source: *mut ZusSource) {
 /// # Safety
 /// `source` from `zus_open` or null; `seconds` writable or null.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn zus_wait(source: *const ZusSource, seconds: *mut f64) -> i32 {
+pub unsafe extern "C" fn zus_wait(source: *mut ZusSource, seconds: *mut f64) -> i32 {
     // SAFETY: the caller promises a live source or null.
-    let Some(src) = (unsafe { source.as_ref() }) else {
-        return 1;
+    let Some(src) = (unsafe { source.as_mut() }) else {
+        return WAIT_FD;
     };
-    let (kind, secs) = guard((1, 0.0), || match src.source.wait() {
-        Wait::Now => (0, 0.0),
-        Wait::OnFd => (1, 0.0),
-        Wait::For(d) => (2, d.as_secs_f64()),
-    });
+    // Poisoned or failed: call zus_next at once, which reports ZUS_FATAL.
+    let (kind, secs) = src
+        .run("waiting", |s| match s.wait() {
+            _ if s.failure().is_some() => (WAIT_NOW, 0.0),
+            Wait::Now => (WAIT_NOW, 0.0),
+            Wait::OnFd => (WAIT_FD, 0.0),
+            Wait::For(d) => (WAIT_FOR, d.as_secs_f64()),
+        })
+        .unwrap_or((WAIT_NOW, 0.0));
     if !seconds.is_null() {
         // SAFETY: checked for null; the caller promises it is writable.
         unsafe { *seconds = secs };
     }
     kind
-}
-
-/// `zus_has_pending`.
-///
-/// # Safety
-/// `source` from `zus_open` or null.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn zus_has_pending(source: *const ZusSource) -> i32 {
-    // SAFETY: the caller promises a live source or null.
-    unsafe { source.as_ref() }.map_or(0, |s| guard(0, || i32::from(s.source.has_pending())))
 }
 
 /// `zus_wait_fd`.
@@ -428,7 +574,14 @@ pub unsafe extern "C" fn zus_has_pending(source: *const ZusSource) -> i32 {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn zus_wait_fd(source: *const ZusSource) -> i32 {
     // SAFETY: the caller promises a live source or null.
-    unsafe { source.as_ref() }.map_or(-1, |s| guard(-1, || s.source.wait_fd()))
+    unsafe { source.as_ref() }.map_or(-1, |s| s.wait_fd)
+}
+
+/// The counters of `src`: read afresh, or as they stood if it is poisoned
+/// (plain numbers: reading them cannot do harm).
+fn counters(src: &mut ZusSource) -> Stats {
+    src.run("reading statistics", Source::stats)
+        .unwrap_or_else(|| *src.source.counters())
 }
 
 /// `zus_stats_get`.
@@ -444,22 +597,39 @@ pub unsafe extern "C" fn zus_stats_get(source: *mut ZusSource, stats: *mut ZusSt
     if stats.is_null() {
         return;
     }
-    let out = guard(ZusStats::default(), || {
-        let s = src.source.stats();
-        let mut by_reason = [0u64; MAX_REJECTS];
-        by_reason[..Reject::COUNT].copy_from_slice(&s.rejected);
-        ZusStats {
-            received: s.received,
-            bytes: s.bytes,
-            delivered: s.delivered,
-            rejected: s.rejected_total(),
-            truncated: s.truncated,
-            kernel_drops: s.kernel_drops,
-            receive_errors: s.receive_errors,
-            recv_buffer_granted: src.source.recv_buffer().granted as u64,
-            rejected_by_reason: by_reason,
-        }
-    });
+    let s = counters(src);
+    let mut by_reason = [0u64; MAX_REJECTS];
+    by_reason[..Reject::COUNT].copy_from_slice(&s.rejected);
+    let out = ZusStats {
+        received: s.received,
+        bytes: s.bytes,
+        delivered: s.delivered,
+        rejected: s.rejected_total(),
+        truncated: s.truncated,
+        kernel_drops: s.kernel_drops,
+        receive_errors: s.receive_errors,
+        recv_buffer_granted: src.source.recv_buffer().granted as u64,
+        rejected_by_reason: by_reason,
+        filtered: s.filtered,
+    };
+    // SAFETY: checked for null; the caller promises it is writable.
+    unsafe { *stats = out };
+}
+
+/// `zus_zeek_stats_get`.
+///
+/// # Safety
+/// `source` from `zus_open` or null; `stats` writable or null.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn zus_zeek_stats_get(source: *mut ZusSource, stats: *mut ZusZeekStats) {
+    if stats.is_null() {
+        return;
+    }
+    // SAFETY: the caller promises a live source or null.
+    let out = match unsafe { source.as_mut() } {
+        Some(src) => ZusZeekStats::from_stats(&counters(src)),
+        None => ZusZeekStats::default(),
+    };
     // SAFETY: checked for null; the caller promises it is writable.
     unsafe { *stats = out };
 }
@@ -482,9 +652,8 @@ pub unsafe extern "C" fn zus_parse_geneve_option_id(spec: *const c_char) -> u32 
     // SAFETY: the caller promises a NUL-terminated string.
     let text = unsafe { CStr::from_ptr(spec) }.to_string_lossy();
     guard(0, || {
-        crate::wire::geneve::parse_option_id(text.trim()).map_or(0, |(class, kind)| {
-            OPTION_ID_SET | u32::from(kind) << 16 | u32::from(class)
-        })
+        crate::wire::geneve::parse_option_id(text.trim())
+            .map_or(0, |(class, kind)| option_id(class, kind))
     })
 }
 
@@ -574,25 +743,6 @@ pub unsafe extern "C" fn zus_open_warning(
     }
 }
 
-/// `zus_describe`.
-///
-/// # Safety
-/// `source` from `zus_open` or null; `buf` null or `len` writable bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn zus_describe(
-    source: *const ZusSource,
-    buf: *mut c_char,
-    len: usize,
-) -> usize {
-    // SAFETY: the caller promises a live source or null, and the buffer.
-    unsafe {
-        let text = source.as_ref().map_or(String::new(), |s| {
-            format!("{} ({})", s.source.path(), s.source.receiver_kind().name())
-        });
-        write_c(&text, buf, len)
-    }
-}
-
 /// `zus_path_dlt`.
 ///
 /// # Safety
@@ -601,4 +751,69 @@ pub unsafe extern "C" fn zus_describe(
 pub unsafe extern "C" fn zus_path_dlt(source: *const ZusSource) -> i32 {
     // SAFETY: the caller promises a live source or null.
     unsafe { source.as_ref() }.map_or(1, |s| s.source.path().link_type.dlt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> *mut ZusSource {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let path = std::ffi::CString::new(format!("udp::127.0.0.1:{port}")).unwrap();
+        let mut err = [0 as c_char; 256];
+        // SAFETY: a NUL-terminated path and a buffer of the length given.
+        let src = unsafe { zus_open(path.as_ptr(), std::ptr::null(), err.as_mut_ptr(), 256) };
+        assert!(!src.is_null());
+        src
+    }
+
+    fn last_error(src: *mut ZusSource) -> String {
+        let mut buf = [0 as c_char; 512];
+        // SAFETY: a live source and a buffer of the length given.
+        unsafe { zus_last_error(src, buf.as_mut_ptr(), buf.len()) };
+        // SAFETY: zus_last_error NUL-terminates.
+        unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_caught_panic_poisons_the_source() {
+        let src = open();
+        let next = move || {
+            // SAFETY: a live source; null out-pointers are allowed.
+            unsafe { zus_next(src, std::ptr::null_mut(), std::ptr::null_mut()) }
+        };
+        assert_eq!(next(), IDLE);
+        // SAFETY: `src` is live and used on this thread only.
+        unsafe { (*src).panic_next = true };
+        assert_eq!(next(), FATAL, "the panic is caught and reported");
+        assert!(
+            last_error(src).contains("internal error while receiving"),
+            "{}",
+            last_error(src)
+        );
+        // Every later call: fatal, or harmless.
+        assert_eq!(next(), FATAL, "a poisoned source is not used again");
+        let mut secs = 1.0;
+        let mut stats = ZusStats::default();
+        let mut zeek = ZusZeekStats::default();
+        // SAFETY: a live source and writable out-pointers.
+        unsafe {
+            assert_eq!(zus_wait(src, &mut secs), WAIT_NOW);
+            zus_done(src);
+            zus_filtered(src);
+            zus_shutdown(src);
+            zus_stats_get(src, &mut stats);
+            zus_zeek_stats_get(src, &mut zeek);
+            assert!(zus_wait_fd(src) >= 0, "still there to unregister");
+        }
+        assert_eq!(next(), FATAL);
+        assert_eq!(stats.received, 0);
+        // SAFETY: handed back once.
+        unsafe { zus_close(src) };
+    }
 }

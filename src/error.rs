@@ -45,9 +45,9 @@ pub enum Error {
         source: io::Error,
     },
     /// A setting is out of range.
-    #[error("bad setting {name}: {problem}")]
+    #[error("bad setting PacketSource::UDP::{name}: {problem}")]
     Config {
-        /// The setting's name.
+        /// The setting's name, as Zeek's knob without `PacketSource::UDP::`.
         name: &'static str,
         /// What is wrong and what is allowed.
         problem: String,

@@ -11,6 +11,7 @@ pub mod allow;
 pub mod balance;
 pub mod capi;
 pub mod cmsg;
+pub mod config;
 pub mod decap;
 pub mod encap;
 pub mod error;

@@ -29,11 +29,14 @@ pub enum Reject {
     EmptyInner,
     /// The sender is not on the path's `allow=` list.
     SourceNotAllowed,
+    /// Still queued (in the socket or in user space) when the source was
+    /// shut down: taken off and counted, never analysed.
+    UnreadAtShutdown,
 }
 
 impl Reject {
     /// Number of reasons; the length of per-reason counter arrays.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 
     /// Every reason, in counter order.
     pub const ALL: [Reject; Reject::COUNT] = [
@@ -48,6 +51,7 @@ impl Reject {
         Reject::SkipBeyondDatagram,
         Reject::EmptyInner,
         Reject::SourceNotAllowed,
+        Reject::UnreadAtShutdown,
     ];
 
     /// Stable name, used for the Zeek weird, statistics and JSON keys.
@@ -69,6 +73,7 @@ impl Reject {
             Reject::SkipBeyondDatagram => c"skip_beyond_datagram",
             Reject::EmptyInner => c"tunnel_without_inner_packet",
             Reject::SourceNotAllowed => c"udp_source_not_allowed",
+            Reject::UnreadAtShutdown => c"unread_at_shutdown",
         }
     }
 
@@ -86,6 +91,7 @@ impl Reject {
             Reject::SkipBeyondDatagram => "skip=N reaches past the end of the datagram",
             Reject::EmptyInner => "tunnel header with no packet inside",
             Reject::SourceNotAllowed => "sender not on the path's allow= list",
+            Reject::UnreadAtShutdown => "still queued when the source shut down",
         }
     }
 

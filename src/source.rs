@@ -13,62 +13,13 @@ use crate::error::Error;
 use crate::gro::{Segment, Segments};
 use crate::link::LinkType;
 use crate::path::{self, SourcePath};
-use crate::recv::uring::UringConfig;
 use crate::recv::{MmsgReceiver, Receiver, ReceiverKind, RecvMeta, UringReceiver};
 use crate::reject::Reject;
 use crate::socket::{self, Listener, RecvBuffer};
 use crate::stats::{DropCounter, Stats};
 use crate::wire::GeneveOptions;
 
-/// Settings that are not part of the path (Zeek's `PacketSource::UDP::*`).
-#[derive(Clone, Copy, Debug)]
-pub struct Config {
-    /// Which receiver to use.
-    pub receiver: ReceiverKind,
-    /// SO_RCVBUF to ask for; 0 keeps the kernel's default.
-    pub recv_buffer_size: usize,
-    /// Datagrams per recvmmsg call.
-    pub recvmmsg_batch: usize,
-    /// Bytes per recvmmsg buffer; larger datagrams arrive truncated.
-    pub recvmmsg_buffer_size: usize,
-    /// io_uring settings.
-    pub uring: UringConfig,
-    /// After a receive that emptied the socket, hold the next one off until
-    /// this long after it, so datagrams gather and arrive in one batch
-    /// (zero: never wait). Bounds the latency it adds.
-    pub batch_wait: Duration,
-    /// A GENEVE option (class, type) whose value identifies the network,
-    /// for senders that leave the VNI 0 (GCP NSI); see [`Packet::geneve_option_value`].
-    pub geneve_key_option: Option<(u16, u8)>,
-    /// Ask the kernel for each datagram's sender ([`Packet::peer`]). Costs
-    /// a copy per datagram; paths with `allow=` get it regardless.
-    pub peer_addresses: bool,
-    /// UDP GRO: let the kernel hand over runs of same-size datagrams from
-    /// one sender in one buffer (recvmmsg only; buffers grow to 64 KiB and
-    /// a call takes at most [`GRO_BATCH`] of them).
-    pub udp_gro: bool,
-}
-
-/// recvmmsg buffers with UDP GRO: a coalesced run stays below 64 KiB.
-pub const GRO_BUFFER: usize = 65536;
-/// At most this many recvmmsg buffers with UDP GRO (8 MiB).
-pub const GRO_BATCH: usize = 128;
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            receiver: ReceiverKind::Recvmmsg,
-            recv_buffer_size: 16 * 1024 * 1024,
-            recvmmsg_batch: 1024,
-            recvmmsg_buffer_size: 9216 + 32,
-            uring: UringConfig::default(),
-            batch_wait: Duration::ZERO,
-            geneve_key_option: None,
-            peer_addresses: true,
-            udp_gro: false,
-        }
-    }
-}
+pub use crate::config::{Config, GRO_BATCH, GRO_BUFFER};
 
 /// How the caller should wait for this source next.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -139,9 +90,31 @@ enum Step {
 /// A synthesized Ethernet header: zero MAC addresses and the EtherType.
 const ETHERNET_LEN: usize = 14;
 
-/// At most this many rejects are skipped in one [`Source::next_packet`], so a flood
+/// At most this many rejects are skipped in one [`Source::next_packet`]
+/// (and in one call of the Zeek shim, `ZUS_REJECTS_PER_CALL`), so a flood
 /// of garbage cannot keep the caller inside one call.
-const REJECTS_PER_CALL: usize = 4096;
+pub const REJECTS_PER_CALL: usize = 4096;
+
+/// After this many receives in a row have failed, the source gives up
+/// ([`Source::failure`]): an error that persists (a socket gone bad, a
+/// kernel that cannot re-arm a receive) would otherwise be retried forever.
+pub const MAX_CONSECUTIVE_ERRORS: u32 = 64;
+
+/// Counts the datagrams of one receive of `wire_len` bytes (several for a
+/// coalesced run of `gro_size` each) as unread at shutdown; returns how many.
+fn count_unread(stats: &mut Stats, wire_len: usize, gro_size: Option<u16>) -> usize {
+    let Some(size) = gro_size else {
+        stats.count_unread(wire_len);
+        return 1;
+    };
+    let mut run = Segments::new(usize::from(size), wire_len, wire_len);
+    let mut n = 0;
+    while let Some(segment) = run.next_segment() {
+        stats.count_unread(segment.wire_len);
+        n += 1;
+    }
+    n
+}
 
 /// A UDP tunnel packet source.
 pub struct Source {
@@ -161,6 +134,12 @@ pub struct Source {
     coalesced: RecvMeta,
     /// The current datagram's bytes within the receiver's current buffer.
     segment: Range<usize>,
+    /// Receives that failed since the last one that did not.
+    consecutive_errors: u32,
+    /// Why the source gave up, once it has.
+    failure: Option<String>,
+    /// [`Source::shutdown`] ran.
+    shut: bool,
 }
 
 impl Source {
@@ -171,6 +150,7 @@ impl Source {
 
     /// Opens an already parsed path.
     pub fn open_path(path: SourcePath, config: &Config) -> Result<Source, Error> {
+        config.validate(&path)?;
         let listener = Listener::bind(path.addr, config.recv_buffer_size)?;
         if let Some(workers) = path.workers {
             let prog = crate::balance::program(path.encap, path.link_type, workers);
@@ -184,43 +164,27 @@ impl Source {
         }
         let fd = listener.socket.as_raw_fd();
         let peers = config.peer_addresses || !path.allow.is_empty();
-        let (mut batch, mut buffer_size) = (config.recvmmsg_batch, config.recvmmsg_buffer_size);
         if config.udp_gro {
-            if config.receiver != ReceiverKind::Recvmmsg {
-                return Err(Error::Config {
-                    name: "udp_gro",
-                    problem: "works with the recvmmsg receiver only: use it, or turn udp_gro off"
-                        .to_string(),
-                });
-            }
-            if path.workers.is_some() {
-                // The kernel picks the worker for the first datagram of a
-                // run; the rest follow it whatever their inner flow.
-                return Err(Error::Config {
-                    name: "udp_gro",
-                    problem: "cannot be combined with workers=: a coalesced run reaches one worker whatever its inner flows".to_string(),
-                });
-            }
             listener.enable_gro().map_err(|source| Error::Socket {
                 addr: path.addr,
                 call: "UDP_GRO (udp_gro)",
                 source,
             })?;
-            batch = batch.min(GRO_BATCH);
-            buffer_size = buffer_size.max(GRO_BUFFER);
         }
-        let rx: Box<dyn Receiver> = match config.receiver {
-            ReceiverKind::Recvmmsg => Box::new(
-                MmsgReceiver::new(fd, batch, buffer_size, peers).map_err(|source| {
-                    Error::Socket {
-                        addr: path.addr,
-                        call: "mmap of the receive buffers",
-                        source,
-                    }
-                })?,
-            ),
-            ReceiverKind::IoUring => Box::new(UringReceiver::new(fd, &config.uring, peers)?),
-        };
+        let rx: Box<dyn Receiver> =
+            match config.receiver {
+                ReceiverKind::Recvmmsg => {
+                    let (batch, buffer_size, _) = config.recvmmsg_shape()?;
+                    Box::new(MmsgReceiver::new(fd, batch, buffer_size, peers).map_err(
+                        |source| Error::Socket {
+                            addr: path.addr,
+                            call: "mmap of the receive buffers",
+                            source,
+                        },
+                    )?)
+                }
+                ReceiverKind::IoUring => Box::new(UringReceiver::new(fd, &config.uring, peers)?),
+            };
         Ok(Source {
             rx,
             listener,
@@ -235,10 +199,19 @@ impl Source {
             segments: Segments::default(),
             coalesced: RecvMeta::default(),
             segment: 0..0,
+            consecutive_errors: 0,
+            failure: None,
+            shut: false,
         })
     }
 
     fn step(&mut self) -> io::Result<Step> {
+        if let Some(why) = &self.failure {
+            return Err(io::Error::other(why.clone()));
+        }
+        if self.shut {
+            return Ok(Step::Empty);
+        }
         let meta = match self.segments.next_segment() {
             Some(segment) => self.enter(segment),
             None => match self.receive()? {
@@ -278,12 +251,16 @@ impl Source {
         }
         let meta = match self.rx.next() {
             Ok(Some(meta)) => meta,
-            Ok(None) => return Ok(None),
+            Ok(None) => {
+                self.consecutive_errors = 0;
+                return Ok(None);
+            }
             Err(e) => {
-                self.stats.receive_errors += 1;
+                self.receive_failed(&e);
                 return Err(e);
             }
         };
+        self.consecutive_errors = 0;
         if receiving {
             self.after_receive();
         }
@@ -295,6 +272,19 @@ impl Source {
         self.stats.coalesced += self.segments.count() as u64;
         self.coalesced = meta;
         Ok(self.segments.next_segment().map(|s| self.enter(s)))
+    }
+
+    /// Counts a failed receive; gives up when failures persist.
+    fn receive_failed(&mut self, e: &io::Error) {
+        self.stats.receive_errors += 1;
+        self.consecutive_errors += 1;
+        if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
+            self.failure = Some(format!(
+                "the {} receiver failed {} times in a row, the last time with: {e}; the source has stopped (restart it; if this repeats, try the other receiver)",
+                self.rx.kind().name(),
+                self.consecutive_errors
+            ));
+        }
     }
 
     /// Makes a datagram of a coalesced receive the current one.
@@ -423,6 +413,62 @@ impl Source {
     /// The caller is done with the packet from `next`; its buffer is reused.
     pub fn done(&mut self) {
         self.release();
+    }
+
+    /// The caller's capture filter took out the packet from `next`: counts
+    /// it as filtered (it stays delivered) and releases it, like `done`.
+    pub fn filtered(&mut self) {
+        self.stats.filtered += 1;
+        self.release();
+    }
+
+    /// Why the source gave up, if it has: its receives kept failing. Every
+    /// later receive returns this as an error.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Stops receiving and counts every datagram still queued (the rest of
+    /// a coalesced run, a batch in user space, io_uring's completions, the
+    /// socket) as received and rejected for [`Reject::UnreadAtShutdown`],
+    /// so the counters are final: `received == delivered + rejected` and,
+    /// for what was sent before, `sent == received + kernel_drops`. A packet
+    /// still lent out is released. Later receives find nothing; calling it
+    /// again does nothing.
+    pub fn shutdown(&mut self) {
+        if self.shut {
+            return;
+        }
+        self.shut = true;
+        self.gather_until = None;
+        while let Some(segment) = self.segments.next_segment() {
+            self.stats.count_unread(segment.wire_len);
+        }
+        self.rx.release();
+        self.rx.stop();
+        let mut budget = self.drain_budget();
+        while budget > 0 {
+            let Ok(Some(meta)) = self.rx.next() else {
+                break;
+            };
+            let n = count_unread(&mut self.stats, meta.wire_len, meta.ancillary.gro_size);
+            budget = budget.saturating_sub(n);
+        }
+        self.rx.release();
+        let stats = &mut self.stats;
+        crate::recv::drain_socket(self.listener.socket.as_raw_fd(), budget, |len, gro| {
+            count_unread(stats, len, gro);
+        });
+    }
+
+    /// At most this many datagrams are taken off at shutdown: more than
+    /// the receive buffer (twice its granted size, as the kernel accounts)
+    /// can hold of the smallest datagrams, plus what user space holds, so a
+    /// sender that keeps sending cannot keep shutdown going.
+    fn drain_budget(&self) -> usize {
+        /// Below any datagram's true size in the kernel (sk_buff and data).
+        const MIN_TRUESIZE: usize = 256;
+        (self.listener.recv_buffer.granted.saturating_mul(2) / MIN_TRUESIZE).saturating_add(1 << 16)
     }
 
     /// Counters as they stand, without a syscall (kernel drops as of the

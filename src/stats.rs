@@ -1,6 +1,7 @@
 //! Per-source counters. Every datagram taken off the socket is either
 //! delivered or rejected for one reason, so `received == delivered +
-//! rejected_total()` holds at every read.
+//! rejected_total()` holds at every read; after [`crate::Source::shutdown`]
+//! nothing is left uncounted, so `sent == received + kernel_drops` too.
 
 use crate::reject::Reject;
 
@@ -23,6 +24,9 @@ pub struct Stats {
     pub receive_errors: u64,
     /// Datagrams that came in a receive with others (UDP GRO).
     pub coalesced: u64,
+    /// Delivered packets the caller's capture filter took out
+    /// ([`crate::Source::filtered`]); a part of `delivered`.
+    pub filtered: u64,
 }
 
 impl Stats {
@@ -44,6 +48,12 @@ impl Stats {
 
     pub(crate) fn count_reject(&mut self, reason: Reject) {
         self.rejected[reason.index()] += 1;
+    }
+
+    /// A datagram taken off at shutdown without being analysed.
+    pub(crate) fn count_unread(&mut self, wire_len: usize) {
+        self.count_datagram(wire_len, false);
+        self.count_reject(Reject::UnreadAtShutdown);
     }
 }
 

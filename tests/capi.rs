@@ -78,6 +78,15 @@ fn open_failures_come_back_as_messages() {
         );
         assert_eq!(zus_wait_fd(std::ptr::null()), -1);
         zus_stats_get(std::ptr::null_mut(), std::ptr::null_mut());
+        zus_shutdown(std::ptr::null_mut());
+        zus_filtered(std::ptr::null_mut());
+        let mut z = ZusZeekStats {
+            received: 7,
+            ..ZusZeekStats::default()
+        };
+        zus_zeek_stats_get(std::ptr::null_mut(), &mut z);
+        assert_eq!(z, ZusZeekStats::default(), "zeros for a NULL source");
+        zus_zeek_stats_get(std::ptr::null_mut(), std::ptr::null_mut());
     }
 }
 
@@ -100,6 +109,7 @@ fn packets_rejects_and_stats_through_the_abi() {
             ),
             (16 << 20, 1024, 1024)
         );
+        assert_eq!(config.batch_wait_ns, 200_000, "Rust's default is the one");
         config.receiver = receiver;
         config.recv_buffer_size = 1 << 20;
         let mut err = [0 as c_char; 256];
@@ -130,7 +140,8 @@ fn packets_rejects_and_stats_through_the_abi() {
                     let data =
                         unsafe { std::slice::from_raw_parts(p.data, p.caplen as usize) }.to_vec();
                     packets.push((data, p));
-                    unsafe { zus_done(src) };
+                    // As if the capture filter took it out.
+                    unsafe { zus_filtered(src) };
                 }
                 2 => rejects.push(
                     unsafe { CStr::from_ptr(zus_reject_name(reason)) }
@@ -161,14 +172,43 @@ fn packets_rejects_and_stats_through_the_abi() {
             (2, 1, 1, 0)
         );
         assert_eq!(s.rejected_by_reason[Reject::GeneveVersion.index()], 1);
+        assert_eq!(s.filtered, 1);
         assert!(s.recv_buffer_granted >= 1 << 20);
+        let mut z = ZusZeekStats::default();
+        unsafe { zus_zeek_stats_get(src, &mut z) };
+        assert_eq!(
+            z,
+            ZusZeekStats {
+                received: 0,
+                dropped: 1,
+                link: 2,
+                bytes_received: s.bytes,
+                filtered: 1
+            }
+        );
+
+        // Datagrams still queued at shutdown are counted, once.
+        let _tx = common::send_all(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            &[vec![0x80; 12], vec![0x80; 20], vec![0x80; 30]],
+        );
+        unsafe { zus_shutdown(src) };
+        unsafe { zus_shutdown(src) };
         assert_eq!(
             unsafe { zus_next(src, std::ptr::null_mut(), std::ptr::null_mut()) },
             0
         );
-        let mut desc = [0 as c_char; 128];
-        unsafe { zus_describe(src, desc.as_mut_ptr(), desc.len()) };
-        assert!(text(&desc).contains("geneve+vxlan"), "{}", text(&desc));
+        unsafe { zus_stats_get(src, &mut s) };
+        assert_eq!(
+            (s.received, s.delivered, s.rejected, s.kernel_drops),
+            (5, 1, 4, 0),
+            "receiver {receiver}"
+        );
+        assert_eq!(
+            s.rejected_by_reason[Reject::UnreadAtShutdown.index()],
+            3,
+            "receiver {receiver}"
+        );
         unsafe { zus_close(src) };
     }
 }
@@ -181,4 +221,122 @@ fn reject_names_cover_every_reason() {
         assert_eq!(name.to_str().unwrap(), r.name());
     }
     assert!(zus_reject_name(Reject::COUNT as u32).is_null());
+}
+
+#[test]
+fn persistent_receive_errors_make_the_source_fatal() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = CString::new(format!("udp::127.0.0.1:{port}")).unwrap();
+    let mut err = [0 as c_char; 256];
+    let src = unsafe { zus_open(path.as_ptr(), std::ptr::null(), err.as_mut_ptr(), err.len()) };
+    assert!(!src.is_null(), "{}", text(&err));
+    // The socket's descriptor now names /dev/null: every recvmmsg fails
+    // with ENOTSOCK, as a socket gone bad would.
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let fd = unsafe { zus_wait_fd(src) };
+    assert_eq!(
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) },
+        fd
+    );
+    let mut results = Vec::new();
+    for _ in 0..200 {
+        let r = unsafe { zus_next(src, std::ptr::null_mut(), std::ptr::null_mut()) };
+        results.push(r);
+        if r == 4 {
+            break;
+        }
+    }
+    assert!(
+        results[..results.len() - 1].iter().all(|&r| r == 3),
+        "transient errors first: {results:?}"
+    );
+    assert_eq!(results.last(), Some(&4), "then fatal: {results:?}");
+    let mut msg = [0 as c_char; 512];
+    unsafe { zus_last_error(src, msg.as_mut_ptr(), msg.len()) };
+    assert!(
+        text(&msg).contains("times in a row")
+            && text(&msg).contains("Socket operation on non-socket"),
+        "{}",
+        text(&msg)
+    );
+    assert_eq!(
+        unsafe { zus_next(src, std::ptr::null_mut(), std::ptr::null_mut()) },
+        4,
+        "and stays fatal"
+    );
+    let mut secs = -1.0;
+    assert_eq!(
+        unsafe { zus_wait(src, &mut secs) },
+        0,
+        "wait says: call now"
+    );
+    unsafe { zus_close(src) };
+}
+
+#[test]
+fn settings_out_of_range_are_refused_naming_the_knob() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = CString::new(format!("udp::127.0.0.1:{port}")).unwrap();
+    let mut base = ZusConfig::default();
+    unsafe { zus_config_default(&mut base) };
+    let cases: [(ZusConfig, &str); 6] = [
+        (
+            ZusConfig {
+                recvmmsg_buffer_size: 1 << 62,
+                ..base
+            },
+            "bad setting PacketSource::UDP::recvmmsg_buffer_size: 4611686018427387904 bytes is outside 1..=65536",
+        ),
+        (
+            ZusConfig {
+                recvmmsg_batch: 1 << 40,
+                ..base
+            },
+            "PacketSource::UDP::recvmmsg_buffers: 1099511627776 datagrams per recvmmsg call is outside 1..=1024",
+        ),
+        (
+            ZusConfig {
+                recv_buffer_size: u64::MAX,
+                ..base
+            },
+            "PacketSource::UDP::udp_recv_buffer_size: 18446744073709551615 bytes is more than the kernel can grant",
+        ),
+        (
+            ZusConfig {
+                batch_wait_ns: u64::MAX,
+                ..base
+            },
+            "PacketSource::UDP::batch_wait:",
+        ),
+        (
+            ZusConfig {
+                receiver: 7,
+                ..base
+            },
+            "PacketSource::UDP::implementation: receiver 7",
+        ),
+        (
+            ZusConfig {
+                receiver: 1,
+                io_uring_buffers: 32768,
+                io_uring_buffer_shift: 20,
+                ..base
+            },
+            "PacketSource::UDP::io_uring_buffers: 32768 buffers of 1048576 bytes",
+        ),
+    ];
+    for (config, want) in cases {
+        let mut err = [0 as c_char; 512];
+        let src = unsafe { zus_open(path.as_ptr(), &config, err.as_mut_ptr(), err.len()) };
+        assert!(src.is_null(), "{want}");
+        assert!(text(&err).contains(want), "{}\nwanted: {want}", text(&err));
+    }
 }

@@ -252,3 +252,36 @@ fn a_configured_geneve_option_yields_its_value() {
         );
     }
 }
+
+#[test]
+fn settings_out_of_range_are_refused_before_anything_is_allocated() {
+    for (cfg, want) in [
+        (
+            zeek_udp_source::Config {
+                recvmmsg_buffer_size: 1 << 62,
+                ..config(ReceiverKind::Recvmmsg)
+            },
+            "bad setting PacketSource::UDP::recvmmsg_buffer_size: 4611686018427387904 bytes is outside 1..=65536",
+        ),
+        (
+            zeek_udp_source::Config {
+                recvmmsg_batch: usize::MAX / 8,
+                ..config(ReceiverKind::Recvmmsg)
+            },
+            "PacketSource::UDP::recvmmsg_buffers:",
+        ),
+        (
+            zeek_udp_source::Config {
+                recvmmsg_buffer_size: usize::MAX,
+                udp_gro: true,
+                ..config(ReceiverKind::Recvmmsg)
+            },
+            "PacketSource::UDP::recvmmsg_buffer_size:",
+        ),
+    ] {
+        let err = zeek_udp_source::Source::open("127.0.0.1:4789", &cfg)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains(want), "{err}\nwanted: {want}");
+    }
+}

@@ -1,7 +1,8 @@
 /*
  * Compiled by build.rs on every build, Zeek or not: the header's static
  * assertions run here, and zus_c_layout() hands the C compiler's view of
- * every field to the Rust test that compares it with Rust's (tests/capi.rs).
+ * every field and constant to the Rust test that compares it with Rust's
+ * (tests/capi.rs).
  */
 #include "zeek_udp_source.h"
 
@@ -21,8 +22,16 @@ static const uint64_t layout[] = {
     sizeof(zus_stats), F(zus_stats, received), F(zus_stats, bytes), F(zus_stats, delivered),
     F(zus_stats, rejected), F(zus_stats, truncated), F(zus_stats, kernel_drops),
     F(zus_stats, receive_errors), F(zus_stats, recv_buffer_granted), F(zus_stats, rejected_by_reason),
+    F(zus_stats, filtered),
 
-    ZUS_ABI_VERSION, ZUS_MAX_REJECTS,
+    sizeof(zus_zeek_stats), F(zus_zeek_stats, received), F(zus_zeek_stats, dropped), F(zus_zeek_stats, link),
+    F(zus_zeek_stats, bytes_received), F(zus_zeek_stats, filtered),
+
+    /* Constants: Rust's values are the ones (capi::rust_layout()). */
+    ZUS_ABI_VERSION, ZUS_MAX_REJECTS, ZUS_REJECTS_PER_CALL, ZUS_DLT_EN10MB, ZUS_DLT_RAW, ZUS_DLT_PPP,
+    ZUS_RECVMMSG, ZUS_IO_URING, ZUS_HAS_VXLAN_VNI, ZUS_HAS_GENEVE_VNI, ZUS_TRUNCATED,
+    ZUS_HAS_GENEVE_OPTION_VALUE, ZUS_IDLE, ZUS_PACKET, ZUS_REJECTED, ZUS_ERROR, ZUS_FATAL, ZUS_WAIT_NOW,
+    ZUS_WAIT_FD, ZUS_WAIT_FOR,
 };
 
 size_t zus_c_layout(const uint64_t** out) {

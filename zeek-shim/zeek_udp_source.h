@@ -4,7 +4,8 @@
  * The Rust side (src/capi.rs) implements every function; no panic crosses
  * it. Struct layouts are pinned by the static assertions at the end of this
  * file and by the same numbers in Rust (src/capi.rs); a test compares both
- * with what the C compiler computes (zeek-shim/abi_check.c).
+ * and every constant below with what the C compiler computes
+ * (zeek-shim/abi_check.c against capi::rust_layout()).
  */
 #ifndef ZEEK_UDP_SOURCE_H
 #define ZEEK_UDP_SOURCE_H
@@ -17,10 +18,19 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct or a signature changes. */
-#define ZUS_ABI_VERSION 4
+#define ZUS_ABI_VERSION 5
 
 /* Room for every reject reason; zus_reject_count() says how many are used. */
 #define ZUS_MAX_REJECTS 16
+
+/* At most this many rejected datagrams are skipped in one call of the shim
+ * (Rust's source::REJECTS_PER_CALL). */
+#define ZUS_REJECTS_PER_CALL 4096
+
+/* The link types (pcap DLT values on Linux) packets may carry. */
+#define ZUS_DLT_EN10MB 1
+#define ZUS_DLT_RAW 12
+#define ZUS_DLT_PPP 9
 
 typedef struct zus_source zus_source; /* opaque */
 
@@ -80,13 +90,27 @@ typedef struct zus_stats {
     uint64_t receive_errors;
     uint64_t recv_buffer_granted;
     uint64_t rejected_by_reason[ZUS_MAX_REJECTS];
+    uint64_t filtered;      /* delivered, then taken out by zus_filtered() */
 } zus_stats;
+
+/* Zeek's PktSrc::Stats, computed by the engine. Saturating; all zeros for
+ * a NULL source. */
+typedef struct zus_zeek_stats {
+    uint64_t received;       /* delivered - filtered */
+    uint64_t dropped;        /* kernel_drops + rejected */
+    uint64_t link;           /* received datagrams + kernel_drops */
+    uint64_t bytes_received; /* UDP payload bytes of the received datagrams */
+    uint64_t filtered;
+} zus_zeek_stats;
 
 enum zus_next_result {
     ZUS_IDLE = 0,     /* nothing waiting */
     ZUS_PACKET = 1,   /* *packet is filled */
     ZUS_REJECTED = 2, /* a datagram was rejected; *reason says why */
     ZUS_ERROR = 3,    /* a receive error, not fatal; zus_last_error() */
+    ZUS_FATAL = 4,    /* the source cannot go on (its receive errors persisted,
+                         or it caught a panic and is poisoned); zus_last_error()
+                         says why, and every later zus_next() returns this */
 };
 
 /* The ABI version the library was built with. */
@@ -104,11 +128,23 @@ zus_source* zus_open(const char* path, const zus_config* config, char* errbuf, s
 /* Closes the source; NULL is ignored. */
 void zus_close(zus_source* source);
 
+/* Stops receiving and counts every datagram still queued (in the socket and
+ * in user space) as received and rejected ("unread_at_shutdown"), so the
+ * statistics are final: sent = received + kernel_drops and received =
+ * delivered + rejected. A lent packet is released. Later zus_next() calls
+ * find nothing. Idempotent; NULL is ignored. Call it before the final
+ * zus_stats_get() / zus_zeek_stats_get() and zus_close(). */
+void zus_shutdown(zus_source* source);
+
 /* The next event; *reason is set for ZUS_REJECTED. */
 int32_t zus_next(zus_source* source, zus_packet* packet, uint32_t* reason);
 
 /* The caller is done with the packet of the last zus_next(). */
 void zus_done(zus_source* source);
+
+/* Instead of zus_done(): the caller's capture filter took out the packet of
+ * the last zus_next(); counts it as filtered and releases it. */
+void zus_filtered(zus_source* source);
 
 enum zus_wait_kind {
     ZUS_WAIT_NOW = 0,  /* packets are waiting: call zus_next() at once */
@@ -116,17 +152,18 @@ enum zus_wait_kind {
     ZUS_WAIT_FOR = 2,  /* sleep *seconds without watching the fd */
 };
 
-/* How the caller should wait next (enum zus_wait_kind). */
-int32_t zus_wait(const zus_source* source, double* seconds);
-
-/* Datagrams are waiting in user space: the next zus_next() needs no syscall. */
-int32_t zus_has_pending(const zus_source* source);
+/* How the caller should wait next (enum zus_wait_kind). A source that
+ * cannot go on says ZUS_WAIT_NOW, so zus_next() reports ZUS_FATAL. */
+int32_t zus_wait(zus_source* source, double* seconds);
 
 /* A descriptor that becomes readable when packets may be waiting. */
 int32_t zus_wait_fd(const zus_source* source);
 
 /* Fills *stats (reads the kernel's drop counter afresh). */
 void zus_stats_get(zus_source* source, zus_stats* stats);
+
+/* Fills *stats with Zeek's view of the counters (all zeros for NULL). */
+void zus_zeek_stats_get(zus_source* source, zus_zeek_stats* stats);
 
 /* Parses "<class>:<type>" (decimal or 0x-hex) into the value for
  * zus_config.geneve_key_option; returns 0 if it does not parse. */
@@ -145,9 +182,6 @@ const char* zus_reject_name(uint32_t reason);
  * writes "" when there is none. Returns the message length. */
 size_t zus_last_error(const zus_source* source, char* buf, size_t len);
 size_t zus_open_warning(const zus_source* source, char* buf, size_t len);
-
-/* "<addr>:<port>:<encap>:dlt=<type>" as parsed, for messages. */
-size_t zus_describe(const zus_source* source, char* buf, size_t len);
 
 /* The link type (pcap DLT) the path names; packets may override it. */
 int32_t zus_path_dlt(const zus_source* source);
@@ -171,7 +205,9 @@ ZUS_STATIC_ASSERT(offsetof(zus_packet, geneve_option_value) == 56, "zus_packet l
 ZUS_STATIC_ASSERT(offsetof(zus_packet, ts_sec) == 16, "zus_packet layout");
 ZUS_STATIC_ASSERT(offsetof(zus_packet, caplen) == 28, "zus_packet layout");
 ZUS_STATIC_ASSERT(offsetof(zus_packet, flags) == 52, "zus_packet layout");
-ZUS_STATIC_ASSERT(sizeof(zus_stats) == 192, "zus_stats layout");
+ZUS_STATIC_ASSERT(sizeof(zus_stats) == 200, "zus_stats layout");
 ZUS_STATIC_ASSERT(offsetof(zus_stats, rejected_by_reason) == 64, "zus_stats layout");
+ZUS_STATIC_ASSERT(offsetof(zus_stats, filtered) == 192, "zus_stats layout");
+ZUS_STATIC_ASSERT(sizeof(zus_zeek_stats) == 40, "zus_zeek_stats layout");
 
 #endif

@@ -43,8 +43,16 @@ impl MmsgReceiver {
         let batch = batch.max(1);
         let buffer_size = buffer_size.max(1);
         // Each slot is HEADROOM bytes, then the datagram's buffer.
+        // Config::validate bounds both; checked so no caller can make it wrap.
+        let stride = buffer_size.checked_add(HEADROOM);
+        let total = stride.and_then(|s| s.checked_mul(batch)).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{batch} buffers of {buffer_size} bytes do not fit in memory"),
+            )
+        })?;
         let stride = HEADROOM + buffer_size;
-        let mut buffers = Buffers::new(batch * stride)?;
+        let mut buffers = Buffers::new(total)?;
         let mut control = vec![0u64; batch * CONTROL_WORDS].into_boxed_slice();
         // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
         let mut names =

@@ -99,6 +99,44 @@ pub trait Receiver: Send {
 
     /// Which implementation this is.
     fn kind(&self) -> ReceiverKind;
+
+    /// Stops taking datagrams off the socket behind the caller's back
+    /// (io_uring's multishot receive): what was taken already stays for
+    /// `next`, which from now on hands out only that and then `None`.
+    fn stop(&mut self) {}
+}
+
+/// Takes up to `limit` datagrams still queued in the socket `fd` off it
+/// without copying their bytes, calling `each` with each one's length and,
+/// for a coalesced run (UDP GRO), its segment size. Stops at the first
+/// empty receive.
+pub(crate) fn drain_socket(fd: RawFd, limit: usize, mut each: impl FnMut(usize, Option<u16>)) {
+    let mut control = [0u64; crate::cmsg::CONTROL_LEN / 8];
+    for _ in 0..limit {
+        // A zero-length buffer: MSG_TRUNC still returns the full length.
+        let mut iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        // SAFETY: msghdr is plain data; all-zero is a valid value.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_controllen = crate::cmsg::CONTROL_LEN;
+        // SAFETY: hdr points at live iov and control buffers of the sizes given.
+        let n = unsafe { libc::recvmsg(fd, &mut hdr, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        let len = hdr.msg_controllen.min(crate::cmsg::CONTROL_LEN);
+        // SAFETY: the control buffer holds CONTROL_LEN initialised bytes.
+        let bytes: &[u8] = unsafe { std::slice::from_raw_parts(control.as_ptr().cast(), len) };
+        each(n as usize, crate::cmsg::parse(bytes).gro_size);
+    }
 }
 
 /// Converts a `sockaddr` the kernel wrote into `name` to a `SocketAddr`;

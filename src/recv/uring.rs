@@ -25,6 +25,12 @@ use crate::error::Error;
 const BGID: u16 = 0;
 /// user_data of the multishot request.
 const RECV_TAG: u64 = 0x7564_7072;
+/// user_data of the request that cancels it.
+const CANCEL_TAG: u64 = 0x6361_6e63;
+/// Waits for the cancelled receive's last completion at most this often:
+/// it comes with the first, but a kernel that never posts it must not hang
+/// shutdown or drop.
+const STOP_ROUNDS: usize = 64;
 
 /// Settings of the io_uring receiver.
 #[derive(Clone, Copy, Debug)]
@@ -51,34 +57,64 @@ impl Default for UringConfig {
     }
 }
 
+/// The kernel's bounds on ring sizes (IORING_MAX_ENTRIES, IORING_MAX_CQ_ENTRIES)
+/// and on a provided-buffer ring's entries.
+const MAX_SQ_ENTRIES: u32 = 32768;
+const MAX_CQ_ENTRIES: u32 = 2 * MAX_SQ_ENTRIES;
+const MAX_BUFFERS: u32 = 32768;
+const SHIFTS: std::ops::RangeInclusive<u32> = 9..=20;
+/// All provided buffers together: more would be a typo, not a plan.
+const MAX_BUFFER_BYTES: u64 = 1 << 30;
+
 impl UringConfig {
-    fn check(&self) -> Result<(), Error> {
-        let bad = |name, problem: &str| {
-            Err(Error::Config {
-                name,
-                problem: problem.to_string(),
-            })
-        };
-        if !self.buffers.is_power_of_two() || self.buffers > 32768 {
-            return bad(
+    /// Checks every io_uring setting; the refusal names the Zeek knob.
+    pub fn validate(&self) -> Result<(), Error> {
+        use crate::config::refuse;
+        if !self.buffers.is_power_of_two() || self.buffers > MAX_BUFFERS {
+            return Err(refuse(
                 "io_uring_buffers",
-                &format!("{} is not a power of two from 1 to 32768", self.buffers),
-            );
-        }
-        if !(9..=20).contains(&self.buffer_shift) {
-            return bad(
-                "io_uring_buffer_shift",
-                &format!(
-                    "{} is outside 9..=20 (512 B to 1 MiB buffers)",
-                    self.buffer_shift
+                format!(
+                    "{} is not a power of two from 1 to {MAX_BUFFERS}",
+                    self.buffers
                 ),
-            );
+            ));
         }
-        if self.sq_entries == 0 || self.cq_entries < self.sq_entries {
-            return bad(
-                "io_uring_sq_entries/io_uring_cq_entries",
-                "need at least 1 sq entry and no fewer cq than sq entries",
-            );
+        if !SHIFTS.contains(&self.buffer_shift) {
+            return Err(refuse(
+                "io_uring_buffer_shift",
+                format!(
+                    "{} is outside {}..={} (512 B to 1 MiB buffers)",
+                    self.buffer_shift,
+                    SHIFTS.start(),
+                    SHIFTS.end()
+                ),
+            ));
+        }
+        let bytes = u64::from(self.buffers) << self.buffer_shift;
+        if bytes > MAX_BUFFER_BYTES {
+            return Err(refuse(
+                "io_uring_buffers",
+                format!(
+                    "{} buffers of {} bytes are {bytes} bytes, more than {MAX_BUFFER_BYTES}: lower io_uring_buffers or io_uring_buffer_shift",
+                    self.buffers,
+                    1u64 << self.buffer_shift
+                ),
+            ));
+        }
+        if !(1..=MAX_SQ_ENTRIES).contains(&self.sq_entries) {
+            return Err(refuse(
+                "io_uring_sq_entries",
+                format!("{} is outside 1..={MAX_SQ_ENTRIES}", self.sq_entries),
+            ));
+        }
+        if !(self.sq_entries..=MAX_CQ_ENTRIES).contains(&self.cq_entries) {
+            return Err(refuse(
+                "io_uring_cq_entries",
+                format!(
+                    "{} is outside {}..={MAX_CQ_ENTRIES} (no fewer than io_uring_sq_entries)",
+                    self.cq_entries, self.sq_entries
+                ),
+            ));
         }
         Ok(())
     }
@@ -169,6 +205,8 @@ pub struct UringReceiver {
     eventfd: OwnedFd,
     started: bool,
     armed: bool,
+    /// [`Receiver::stop`] was called: never re-arm.
+    stopped: bool,
     deferred: bool,
     current: Option<Lent>,
     /// Completions taken from the CQ in one go, handed out one by one.
@@ -194,7 +232,7 @@ impl UringReceiver {
     /// Sets up the ring, the buffer ring and the eventfd for `fd`.
     /// With `peers`, each buffer also receives the datagram's sender.
     pub fn new(fd: RawFd, config: &UringConfig, peers: bool) -> Result<Self, Error> {
-        config.check()?;
+        config.validate()?;
         let fail = |call| move |source| Error::IoUring { call, source };
         let (ring, deferred) = build_ring(config).map_err(fail("io_uring_setup"))?;
         let entries = config.buffers as u16;
@@ -233,6 +271,7 @@ impl UringReceiver {
             eventfd,
             started: false,
             armed: false,
+            stopped: false,
             deferred,
             current: None,
             batch: Vec::with_capacity(config.cq_entries as usize),
@@ -298,8 +337,12 @@ impl UringReceiver {
     fn refill(&mut self) -> bool {
         self.batch.clear();
         self.batch_next = 0;
-        self.batch
-            .extend(self.ring.completion().map(|c| (c.result(), c.flags())));
+        self.batch.extend(
+            self.ring
+                .completion()
+                .filter(|c| c.user_data() == RECV_TAG)
+                .map(|c| (c.result(), c.flags())),
+        );
         let sq = self.ring.submission();
         self.more_waiting = sq.taskrun() || sq.cq_overflow();
         !self.batch.is_empty()
@@ -378,6 +421,61 @@ impl UringReceiver {
     }
 }
 
+impl UringReceiver {
+    /// Cancels the multishot receive and waits for its last completion;
+    /// the datagrams it brought until then join `batch`.
+    fn cancel(&mut self) -> io::Result<()> {
+        let entry = opcode::AsyncCancel::new(RECV_TAG)
+            .build()
+            .user_data(CANCEL_TAG);
+        // SAFETY: a cancel request refers to no memory.
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            self.ring.submit()?;
+            // SAFETY: as above.
+            unsafe { self.ring.submission().push(&entry) }
+                .map_err(|_| io::Error::other("io_uring submission queue is full"))?;
+        }
+        for _ in 0..STOP_ROUNDS {
+            if !self.armed {
+                break;
+            }
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let completions: Vec<(i32, u32)> = self
+                .ring
+                .completion()
+                .filter(|c| c.user_data() == RECV_TAG)
+                .map(|c| (c.result(), c.flags()))
+                .collect();
+            for (result, flags) in completions {
+                if !cqueue::more(flags) {
+                    self.armed = false;
+                }
+                // The last one is the cancellation (or a receive's error),
+                // not a datagram: only its buffer, if any, matters.
+                match cqueue::buffer_select(flags) {
+                    Some(_) if result >= 0 => self.batch.push((result, flags)),
+                    Some(bid) => self.recycle(bid),
+                    None => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for UringReceiver {
+    /// The kernel must be done with the buffers before they are unmapped:
+    /// closing the ring alone cancels the receive asynchronously, after
+    /// the fields below have gone.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn build_ring(config: &UringConfig) -> io::Result<(IoUring, bool)> {
     let deferred = IoUring::builder()
         .setup_cqsize(config.cq_entries)
@@ -411,7 +509,7 @@ impl Receiver for UringReceiver {
     fn next(&mut self) -> io::Result<Option<RecvMeta>> {
         self.release();
         loop {
-            if !self.armed {
+            if !self.armed && !self.stopped {
                 self.arm()?;
             }
             let Some((result, flags)) = self.pop()? else {
@@ -494,5 +592,14 @@ impl Receiver for UringReceiver {
 
     fn kind(&self) -> ReceiverKind {
         ReceiverKind::IoUring
+    }
+
+    fn stop(&mut self) {
+        self.stopped = true;
+        if self.armed {
+            // Fails only if the ring itself is unusable (another thread's,
+            // under SINGLE_ISSUER); then nothing more can be done.
+            let _ = self.cancel();
+        }
     }
 }

@@ -17,6 +17,9 @@ pub fn config(kind: ReceiverKind) -> Config {
         receiver: kind,
         // Small enough to be granted unprivileged, large enough for bursts.
         recv_buffer_size: 1 << 20,
+        // No hold-off, so a test's datagrams come in as soon as they are
+        // there (tests/wait.rs tries batch_wait itself).
+        batch_wait: Duration::ZERO,
         ..Config::default()
     }
 }
