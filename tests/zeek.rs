@@ -20,7 +20,7 @@ mod common;
 mod build_script;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -82,6 +82,22 @@ fn find_zeek() -> Result<Zeek, String> {
         .map_err(|e| format!("{}: {e}", bin.display()))?;
     let listed = String::from_utf8_lossy(&listed.stdout);
     let builtin = listed.contains(BUILTIN);
+    // Which Zeek the suite runs against, where people see it.
+    let version = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let _ = writeln!(
+        std::io::stderr(),
+        "Zeek tests against {version} ({}), {}",
+        bin.display(),
+        if builtin {
+            "with its built-in UDP source: prefix udptunnel::"
+        } else {
+            "no built-in UDP source: prefix udp::"
+        }
+    );
     let prefix = if builtin { "udptunnel" } else { "udp" };
     let builtin_geneve_options = builtin
         && Command::new(&bin)
@@ -308,6 +324,12 @@ struct Live {
 }
 
 impl Live {
+    fn signal(&self, signal: i32) {
+        let pid = self.child.as_ref().expect("running").id();
+        // SAFETY: kill(2) on our own child, which has not been reaped.
+        unsafe { libc::kill(pid as i32, signal) };
+    }
+
     fn with<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
         f(&self.seen.lock().unwrap())
     }
@@ -360,11 +382,11 @@ impl Drop for Live {
     }
 }
 
-/// Sends SIGTERM, waits for Zeek to exit and returns what it printed
-/// (without the tracking lines).
+/// Sends SIGTERM (and SIGCONT, should the test have paused Zeek), waits for
+/// Zeek to exit and returns what it printed (without the tracking lines).
 fn stop(mut live: Live) -> Output {
-    let pid = live.child.as_ref().expect("running").id();
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    live.signal(libc::SIGTERM);
+    live.signal(libc::SIGCONT);
     wait_until(
         "Zeek to exit after SIGTERM",
         || live.with(|s| s.open == 0),
@@ -523,7 +545,7 @@ fn the_scripts_defaults_are_the_engines() {
         script.push_str(&format!("print fmt(\"{k} %d\", PacketSource::UDP::{k}); "));
     }
     script.push_str(
-        "print fmt(\"batch_wait %.0f\", PacketSource::UDP::batch_wait / 1nsec); \
+        "print fmt(\"batch_wait %.0f\", PacketSource::UDP::batch_wait / 1usec * 1000.0); \
          print fmt(\"udp_gro %s\", PacketSource::UDP::udp_gro); \
          print fmt(\"implementation %s\", PacketSource::UDP::implementation); }",
     );
@@ -722,6 +744,14 @@ fn live_logs_match_zeek_reading_the_inner_packets() {
         child.wait_packets(frames.len() as u64);
         let out = stop(child);
         let stderr = String::from_utf8_lossy(&out.stderr);
+        // Nothing of ours complains at startup, beside a built-in UDP source
+        // or not (the receive buffer's cap, for an unprivileged run, aside).
+        let complaints: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("warning") || l.contains("error"))
+            .filter(|l| !l.contains("net.core.rmem_max"))
+            .collect();
+        assert!(complaints.is_empty(), "{}: {stderr}", case.name);
         assert_eq!(
             log(&run, "conn", CONN),
             want_conn,
@@ -790,7 +820,9 @@ fn shared_http_trace_matches_too() {
 fn kernel_drops_reach_zeeks_statistics() {
     let z = zeek_or_skip!("kernel_drops_reach_zeeks_statistics");
     let dir = common::tmpdir("drops");
-    // Many small UDP packets at full speed into a 64 KiB buffer.
+    // Many small UDP packets at full speed into a 64 KiB buffer, while Zeek
+    // is paused (SIGSTOP): the kernel drops most, and the rest are still
+    // queued when Zeek is told to stop.
     let frames: Vec<Vec<u8>> = (0..2000).map(|i| common::eth_frame(i, 600)).collect();
     let trace = dir.join("flood.pcap");
     common::write_pcap(&trace, DataLink::ETHERNET, &frames);
@@ -804,7 +836,8 @@ fn kernel_drops_reach_zeeks_statistics() {
         READY_ONLY,
     );
     child.wait_ready();
-    let loops = 25;
+    child.signal(libc::SIGSTOP);
+    let loops = 2;
     let out = Command::new(UDPSRC)
         .arg("replay")
         .arg(&trace)
@@ -818,8 +851,9 @@ fn kernel_drops_reach_zeeks_statistics() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    // Stopped at once, with datagrams still queued: Zeek's final statistics
-    // count them (received, and rejected as unread at shutdown).
+    // SIGTERM reaches Zeek as it resumes, with datagrams still queued:
+    // Zeek's final statistics count them (received, and rejected as unread
+    // at shutdown), so they add up to what was sent.
     let out = stop(child);
     let (stats, line) = net_stats(&out);
     let get = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("{k} in {line}"));
@@ -882,7 +916,7 @@ fn a_bad_path_and_a_taken_port_stop_zeek_with_one_clear_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("bad setting udp_gro: works with the recvmmsg receiver only"),
+        stderr.contains("PacketSource::UDP::udp_gro: works with the recvmmsg receiver only"),
         "{stderr}"
     );
 }
@@ -1200,7 +1234,10 @@ fn the_builtin_sources_vni_script_with_ours_warns_once_naming_ours() {
         &["id.ctx.vxlan_vni"],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("warning") && !l.contains("net.core.rmem_max"))
+        .collect();
     assert_eq!(warnings.len(), 1, "one warning: {stderr}");
     assert!(
         warnings[0].contains(&cpp_key("vxlan_vni")) && warnings[0].contains(&our_key("vxlan_vni")),

@@ -183,7 +183,7 @@ bool UDPSource::Config(zus_config* out) {
         return false;
     }
     // Too long for 64 bits of nanoseconds is far beyond what the engine takes.
-    c.batch_wait_ns = wait * 1e9 < 1.8e19 ? static_cast<uint64_t>(wait * 1e9) : UINT64_MAX;
+    c.batch_wait_ns = wait * 1e9 < 1.8e19 ? static_cast<uint64_t>(std::round(wait * 1e9)) : UINT64_MAX;
     c.udp_gro = bool_knob("udp_gro", c.udp_gro != 0) ? 1 : 0;
     return true;
 }
