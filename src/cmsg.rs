@@ -21,6 +21,21 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
+    /// The realtime clock now: the time of a datagram that came without
+    /// the kernel's timestamp (never 0, nor an older packet's time).
+    pub fn now() -> Timestamp {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: writes one timespec into a live value.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+        Timestamp {
+            sec: ts.tv_sec,
+            nsec: ts.tv_nsec.clamp(0, 999_999_999) as u32,
+        }
+    }
+
     /// Seconds since the epoch as a float, as Zeek shows times.
     pub fn as_secs_f64(&self) -> f64 {
         self.sec as f64 + f64::from(self.nsec) * 1e-9
@@ -35,10 +50,29 @@ pub struct Ancillary {
     /// UDP GRO: the buffer holds several datagrams, each this long but the
     /// last, which may be shorter.
     pub gro_size: Option<u16>,
+    /// The kernel had more control data than [`CONTROL_LEN`] holds
+    /// (MSG_CTRUNC): some of it, maybe the timestamp, is missing. Counted;
+    /// the datagram itself is whole.
+    pub truncated: bool,
 }
 
 /// Room for the timestamp and GRO messages (32 + 24 bytes), with slack.
 pub const CONTROL_LEN: usize = 64;
+
+// SAFETY (both): CMSG_SPACE only computes with its argument.
+const TIMESTAMP_SPACE: usize =
+    unsafe { libc::CMSG_SPACE(size_of::<libc::timespec>() as u32) } as usize;
+const GRO_SPACE: usize = unsafe { libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) } as usize;
+const _: () = assert!(
+    CONTROL_LEN >= TIMESTAMP_SPACE + GRO_SPACE,
+    "the control buffer must hold a timestamp and a GRO segment size"
+);
+const _: () = assert!(CONTROL_LEN % 8 == 0, "control buffers are made of u64s");
+
+/// MSG_CTRUNC in a receive's flags.
+pub fn control_truncated(msg_flags: libc::c_int) -> bool {
+    msg_flags & libc::MSG_CTRUNC != 0
+}
 
 const HDR_LEN: usize = size_of::<libc::cmsghdr>();
 

@@ -42,10 +42,7 @@ pub struct Config {
     pub udp_gro: bool,
 }
 
-/// recvmmsg buffers with UDP GRO: a coalesced run stays below 64 KiB.
-pub const GRO_BUFFER: usize = 65536;
-/// At most this many recvmmsg buffers with UDP GRO (8 MiB).
-pub const GRO_BATCH: usize = 128;
+pub use crate::gro::{GRO_BATCH, GRO_BUFFER};
 
 /// The kernel takes at most this many messages per recvmmsg (UIO_MAXIOV).
 pub const MAX_RECVMMSG_BATCH: usize = 1024;
@@ -152,8 +149,7 @@ impl Config {
         }
         let (mut batch, mut size) = (self.recvmmsg_batch, self.recvmmsg_buffer_size);
         if self.udp_gro {
-            batch = batch.min(GRO_BATCH);
-            size = size.max(GRO_BUFFER);
+            (batch, size) = crate::gro::recvmmsg_shape(batch, size);
         }
         // Within the bounds above this cannot overflow; checked anyway, so
         // a later change of a bound cannot make it wrap.

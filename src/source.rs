@@ -1,73 +1,26 @@
-//! A packet source: one socket, one receiver, one decapsulator, and the
-//! counters that account for every datagram.
+//! A packet source: one socket, one receiver, and a short loop over each
+//! datagram: receive ([`crate::gro`] splits coalesced runs, [`crate::pace`]
+//! spaces the receives), admit (the path's allowlist), decapsulate into a
+//! view ([`crate::packet`]), count ([`crate::stats`]).
 
 use std::io;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::{Duration, Instant};
 
-use crate::cmsg::Timestamp;
-use crate::decap::{Decapsulator, Inner};
+use crate::decap::Inner;
 use crate::error::Error;
-use crate::gro::{Segment, Segments};
-use crate::link::LinkType;
+use crate::gro::Coalescer;
+use crate::pace::Pacer;
+use crate::packet::Unwrap;
 use crate::path::{self, SourcePath};
 use crate::recv::{MmsgReceiver, Receiver, ReceiverKind, RecvMeta, UringReceiver};
 use crate::reject::Reject;
 use crate::socket::{self, Listener, RecvBuffer};
 use crate::stats::{DropCounter, Stats};
-use crate::wire::GeneveOptions;
 
 pub use crate::config::{Config, GRO_BATCH, GRO_BUFFER};
-
-/// How the caller should wait for this source next.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Wait {
-    /// Packets are waiting: call again at once.
-    Now,
-    /// Sleep on [`Source::wait_fd`] until it is readable.
-    OnFd,
-    /// Sleep this long without watching the fd (datagrams are gathering).
-    For(Duration),
-}
-
-/// A decapsulated packet, borrowed from the receiver until
-/// [`Source::done`] or the next [`Source::next_packet`].
-#[derive(Clone, Copy, Debug)]
-pub struct Packet<'a> {
-    /// The inner packet's captured bytes.
-    pub data: &'a [u8],
-    /// The inner packet's length on the wire (larger when truncated).
-    pub wire_len: usize,
-    /// The kernel's receive timestamp.
-    pub timestamp: Timestamp,
-    /// Link type of `data`.
-    pub link_type: LinkType,
-    /// VXLAN VNI, for `vxlan` and `geneve+vxlan`.
-    pub vxlan_vni: Option<u32>,
-    /// GENEVE VNI, for `geneve` and `geneve+vxlan`.
-    pub geneve_vni: Option<u32>,
-    /// The raw GENEVE options area (empty if none).
-    pub geneve_options: &'a [u8],
-    /// Who sent the tunnel datagram (`None` unless [`Config::peer_addresses`]
-    /// or the path's `allow=` asked for it).
-    pub peer: Option<SocketAddr>,
-    /// The value of [`Config::geneve_key_option`] in this packet, if both are there.
-    pub geneve_option_value: Option<u64>,
-}
-
-impl<'a> Packet<'a> {
-    /// The GENEVE options, one by one.
-    pub fn geneve_options(&self) -> GeneveOptions<'a> {
-        GeneveOptions::new(self.geneve_options)
-    }
-
-    /// The datagram did not fit its buffer; `data` is shorter than `wire_len`.
-    pub fn truncated(&self) -> bool {
-        self.data.len() < self.wire_len
-    }
-}
+pub use crate::pace::Wait;
+pub use crate::packet::Packet;
 
 /// What [`Source::next_event`] found.
 #[derive(Debug)]
@@ -80,16 +33,6 @@ pub enum Event<'a> {
     Idle,
 }
 
-/// One datagram's fate, without borrows, so loops over it stay simple.
-enum Step {
-    Deliver(Inner, RecvMeta),
-    Reject(Reject),
-    Empty,
-}
-
-/// A synthesized Ethernet header: zero MAC addresses and the EtherType.
-const ETHERNET_LEN: usize = 14;
-
 /// At most this many rejects are skipped in one [`Source::next_packet`]
 /// (and in one call of the Zeek shim, `ZUS_REJECTS_PER_CALL`), so a flood
 /// of garbage cannot keep the caller inside one call.
@@ -100,40 +43,17 @@ pub const REJECTS_PER_CALL: usize = 4096;
 /// kernel that cannot re-arm a receive) would otherwise be retried forever.
 pub const MAX_CONSECUTIVE_ERRORS: u32 = 64;
 
-/// Counts the datagrams of one receive of `wire_len` bytes (several for a
-/// coalesced run of `gro_size` each) as unread at shutdown; returns how many.
-fn count_unread(stats: &mut Stats, wire_len: usize, gro_size: Option<u16>) -> usize {
-    let Some(size) = gro_size else {
-        stats.count_unread(wire_len);
-        return 1;
-    };
-    let mut run = Segments::new(usize::from(size), wire_len, wire_len);
-    let mut n = 0;
-    while let Some(segment) = run.next_segment() {
-        stats.count_unread(segment.wire_len);
-        n += 1;
-    }
-    n
-}
-
 /// A UDP tunnel packet source.
 pub struct Source {
     rx: Box<dyn Receiver>,
     listener: Listener,
-    decap: Decapsulator,
+    unwrap: Unwrap,
     path: SourcePath,
     stats: Stats,
     drops: DropCounter,
-    last_timestamp: Timestamp,
-    batch_wait: Duration,
-    geneve_key_option: Option<(u16, u8)>,
-    /// While set, receives are held off until then (gathering).
-    gather_until: Option<Instant>,
-    /// The rest of a coalesced (UDP GRO) receive, and what it said.
-    segments: Segments,
-    coalesced: RecvMeta,
-    /// The current datagram's bytes within the receiver's current buffer.
-    segment: Range<usize>,
+    pacer: Pacer,
+    /// The datagram being handed out, within its (maybe coalesced) receive.
+    gro: Coalescer,
     /// Receives that failed since the last one that did not.
     consecutive_errors: u32,
     /// Why the source gave up, once it has.
@@ -162,8 +82,6 @@ impl Source {
                     source,
                 })?;
         }
-        let fd = listener.socket.as_raw_fd();
-        let peers = config.peer_addresses || !path.allow.is_empty();
         if config.udp_gro {
             listener.enable_gro().map_err(|source| Error::Socket {
                 addr: path.addr,
@@ -171,111 +89,114 @@ impl Source {
                 source,
             })?;
         }
-        let rx: Box<dyn Receiver> =
-            match config.receiver {
-                ReceiverKind::Recvmmsg => {
-                    let (batch, buffer_size, _) = config.recvmmsg_shape()?;
-                    Box::new(MmsgReceiver::new(fd, batch, buffer_size, peers).map_err(
-                        |source| Error::Socket {
-                            addr: path.addr,
-                            call: "mmap of the receive buffers",
-                            source,
-                        },
-                    )?)
-                }
-                ReceiverKind::IoUring => Box::new(UringReceiver::new(fd, &config.uring, peers)?),
-            };
         Ok(Source {
-            rx,
+            rx: receiver(&listener, &path, config)?,
             listener,
-            decap: Decapsulator::new(path.encap, path.link_type),
+            unwrap: Unwrap::new(&path, config.geneve_key_option),
             path,
             stats: Stats::default(),
             drops: DropCounter::default(),
-            last_timestamp: Timestamp::default(),
-            batch_wait: config.batch_wait,
-            geneve_key_option: config.geneve_key_option,
-            gather_until: None,
-            segments: Segments::default(),
-            coalesced: RecvMeta::default(),
-            segment: 0..0,
+            pacer: Pacer::new(config.batch_wait),
+            gro: Coalescer::default(),
             consecutive_errors: 0,
             failure: None,
             shut: false,
         })
     }
 
-    fn step(&mut self) -> io::Result<Step> {
-        if let Some(why) = &self.failure {
-            return Err(io::Error::other(why.clone()));
+    /// The next packet, skipping (and counting) rejected datagrams.
+    /// `Ok(None)` when nothing is waiting. Errors are counted and not fatal.
+    pub fn next_packet(&mut self) -> io::Result<Option<Packet<'_>>> {
+        for _ in 0..REJECTS_PER_CALL {
+            match self.step()? {
+                Some(Ok((inner, meta))) => return Ok(Some(self.view(&inner, &meta))),
+                Some(Err(_)) => continue,
+                None => return Ok(None),
+            }
         }
-        if self.shut {
-            return Ok(Step::Empty);
-        }
-        let meta = match self.segments.next_segment() {
-            Some(segment) => self.enter(segment),
-            None => match self.receive()? {
-                Some(meta) => meta,
-                None => return Ok(Step::Empty),
-            },
+        Ok(None)
+    }
+
+    /// Like [`Source::next_packet`], but reports each rejected datagram, so a
+    /// caller can raise a weird for it.
+    pub fn next_event(&mut self) -> io::Result<Event<'_>> {
+        Ok(match self.step()? {
+            Some(Ok((inner, meta))) => Event::Packet(self.view(&inner, &meta)),
+            Some(Err(reason)) => Event::Rejected(reason),
+            None => Event::Idle,
+        })
+    }
+
+    /// One datagram through the loop: received, counted, admitted and
+    /// decapsulated, or rejected for a reason. `None` when none is waiting.
+    ///
+    /// The verdict holds no borrow (the caller loops over rejects, which
+    /// the borrow checker refuses around a borrowed packet), so the packet's
+    /// view takes the same frame again in [`Source::view`].
+    fn step(&mut self) -> io::Result<Option<Result<(Inner, RecvMeta), Reject>>> {
+        let Some(meta) = self.next_datagram()? else {
+            return Ok(None);
         };
         self.stats.count_datagram(meta.wire_len, meta.truncated());
-        let datagram = self
-            .rx
-            .current()
-            .get(self.segment.clone())
-            .unwrap_or_default();
-        match self
-            .check_sender(&meta)
-            .and_then(|()| self.decap.decap(datagram))
-        {
+        self.stats.control_truncated += u64::from(meta.ancillary.truncated);
+        let verdict = self.admit(&meta).and_then(|()| {
+            let frame = self.rx.frame().narrow(self.gro.range());
+            self.unwrap.inner(frame.datagram(), meta.wire_len)
+        });
+        Ok(Some(match verdict {
             Ok(inner) => {
                 self.stats.delivered += 1;
-                Ok(Step::Deliver(inner, meta))
+                Ok((inner, meta))
             }
             Err(reason) => {
                 self.stats.count_reject(reason);
                 self.release();
-                Ok(Step::Reject(reason))
+                Err(reason)
             }
-        }
+        }))
     }
 
-    /// One receive: a datagram, or the first of a coalesced run. `None`
-    /// when nothing came (traffic has stopped: the caller sleeps on the fd)
-    /// or a hold-off is running.
-    fn receive(&mut self) -> io::Result<Option<RecvMeta>> {
-        let receiving = !self.rx.has_pending();
-        if receiving && self.gathering() {
+    /// The packet a delivered datagram holds.
+    fn view(&mut self, inner: &Inner, meta: &RecvMeta) -> Packet<'_> {
+        let frame = self.rx.frame().narrow(self.gro.range());
+        self.unwrap.view(frame, inner, meta)
+    }
+
+    /// The next datagram: the next of a coalesced run, or a new receive
+    /// unless a hold-off is running. `None` when none is waiting.
+    fn next_datagram(&mut self) -> io::Result<Option<RecvMeta>> {
+        if let Some(why) = &self.failure {
+            return Err(io::Error::other(why.clone()));
+        }
+        if self.shut {
             return Ok(None);
         }
-        let meta = match self.rx.next() {
-            Ok(Some(meta)) => meta,
-            Ok(None) => {
-                self.consecutive_errors = 0;
-                return Ok(None);
-            }
-            Err(e) => {
-                self.receive_failed(&e);
-                return Err(e);
-            }
-        };
-        self.consecutive_errors = 0;
-        if receiving {
-            self.after_receive();
-        }
-        self.segment = 0..meta.captured;
-        let Some(size) = meta.ancillary.gro_size else {
+        if let Some(meta) = self.gro.next_datagram() {
             return Ok(Some(meta));
+        }
+        let from_kernel = !self.rx.has_pending();
+        if from_kernel && self.pacer.holding() {
+            return Ok(None);
+        }
+        let received = self.rx.next();
+        self.note_receive(&received);
+        let Some(meta) = received? else {
+            return Ok(None);
         };
-        self.segments = Segments::new(usize::from(size), meta.captured, meta.wire_len);
-        self.stats.coalesced += self.segments.count() as u64;
-        self.coalesced = meta;
-        Ok(self.segments.next_segment().map(|s| self.enter(s)))
+        if from_kernel {
+            self.pacer.received(self.rx.drained());
+        }
+        let (first, coalesced) = self.gro.start(meta);
+        self.stats.coalesced += coalesced as u64;
+        Ok(first)
     }
 
     /// Counts a failed receive; gives up when failures persist.
-    fn receive_failed(&mut self, e: &io::Error) {
+    fn note_receive<T>(&mut self, received: &io::Result<T>) {
+        let Err(e) = received else {
+            self.consecutive_errors = 0;
+            return;
+        };
         self.stats.receive_errors += 1;
         self.consecutive_errors += 1;
         if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
@@ -287,25 +208,8 @@ impl Source {
         }
     }
 
-    /// Makes a datagram of a coalesced receive the current one.
-    fn enter(&mut self, segment: Segment) -> RecvMeta {
-        self.segment = segment.range.clone();
-        RecvMeta {
-            captured: segment.range.len(),
-            wire_len: segment.wire_len,
-            ..self.coalesced
-        }
-    }
-
-    /// Gives the receive buffer back once no datagram of it is left.
-    fn release(&mut self) {
-        if !self.segments.pending() {
-            self.rx.release();
-        }
-    }
-
     /// The path's allowlist, if it has one, must hold the sender.
-    fn check_sender(&self, meta: &RecvMeta) -> Result<(), Reject> {
+    fn admit(&self, meta: &RecvMeta) -> Result<(), Reject> {
         if self.path.allow.is_empty() {
             return Ok(());
         }
@@ -315,99 +219,16 @@ impl Source {
         }
     }
 
-    /// A hold-off is running; clears it once it is over.
-    fn gathering(&mut self) -> bool {
-        match self.gather_until {
-            Some(until) if Instant::now() < until => true,
-            _ => {
-                self.gather_until = None;
-                false
-            }
-        }
-    }
-
-    /// A receive that emptied the kernel's queue holds off the next one
-    /// until `batch_wait` after it, so datagrams gather into one fuller
-    /// batch, as af_packet's block timeout does; meanwhile the caller works
-    /// through this batch. A full batch means more is waiting: no hold-off.
-    /// Starting the window here, not when the batch runs out, also saves
-    /// the receive that would only have found the queue empty.
-    fn after_receive(&mut self) {
-        if !self.batch_wait.is_zero() && self.rx.drained() {
-            self.gather_until = Some(Instant::now() + self.batch_wait);
+    /// Gives the receive buffer back once no datagram of it is left.
+    fn release(&mut self) {
+        if !self.gro.pending() {
+            self.rx.release();
         }
     }
 
     /// How to wait before calling [`Source::next_packet`] again.
     pub fn wait(&self) -> Wait {
-        if self.has_pending() {
-            return Wait::Now;
-        }
-        match self.gather_until {
-            Some(until) => Wait::For(until.saturating_duration_since(Instant::now())),
-            None => Wait::OnFd,
-        }
-    }
-
-    fn packet(&mut self, inner: Inner, meta: RecvMeta) -> Packet<'_> {
-        let timestamp = meta.ancillary.timestamp.unwrap_or(self.last_timestamp);
-        self.last_timestamp = timestamp;
-        let segment = self.segment.clone();
-        let (buf, at) = self.rx.current_with_headroom();
-        // Datagrams of a coalesced receive after the first have the ones
-        // before them (handed out already) as headroom.
-        let at = at + segment.start;
-        let buf = &mut buf[..at + segment.len()];
-        let mut start = at + inner.offset;
-        let mut wire_len = meta.wire_len - inner.offset;
-        if let Some(ethertype) = inner.ethertype {
-            // Headroom plus the tunnel header always leave room for it.
-            start -= ETHERNET_LEN;
-            wire_len += ETHERNET_LEN;
-            let header = &mut buf[start..start + ETHERNET_LEN];
-            header[..12].fill(0);
-            header[12..].copy_from_slice(&ethertype.to_be_bytes());
-        }
-        let buf: &[u8] = buf;
-        let datagram = &buf[at..];
-        let options = &datagram[inner.geneve_options];
-        let geneve_option_value = self
-            .geneve_key_option
-            .and_then(|(class, kind)| GeneveOptions::new(options).option_value(class, kind));
-        Packet {
-            data: &buf[start..],
-            wire_len,
-            timestamp,
-            link_type: inner.link_type,
-            vxlan_vni: inner.vxlan_vni,
-            geneve_vni: inner.geneve_vni,
-            geneve_options: options,
-            peer: meta.peer,
-            geneve_option_value,
-        }
-    }
-
-    /// The next packet, skipping (and counting) rejected datagrams.
-    /// `Ok(None)` when nothing is waiting. Errors are counted and not fatal.
-    pub fn next_packet(&mut self) -> io::Result<Option<Packet<'_>>> {
-        for _ in 0..REJECTS_PER_CALL {
-            match self.step()? {
-                Step::Deliver(inner, meta) => return Ok(Some(self.packet(inner, meta))),
-                Step::Reject(_) => continue,
-                Step::Empty => return Ok(None),
-            }
-        }
-        Ok(None)
-    }
-
-    /// Like [`Source::next_packet`], but reports each rejected datagram, so a
-    /// caller can raise a weird for it.
-    pub fn next_event(&mut self) -> io::Result<Event<'_>> {
-        Ok(match self.step()? {
-            Step::Deliver(inner, meta) => Event::Packet(self.packet(inner, meta)),
-            Step::Reject(reason) => Event::Rejected(reason),
-            Step::Empty => Event::Idle,
-        })
+        self.pacer.wait(self.has_pending())
     }
 
     /// The caller is done with the packet from `next`; its buffer is reused.
@@ -440,35 +261,13 @@ impl Source {
             return;
         }
         self.shut = true;
-        self.gather_until = None;
-        while let Some(segment) = self.segments.next_segment() {
-            self.stats.count_unread(segment.wire_len);
+        self.pacer.stop();
+        while let Some(meta) = self.gro.next_datagram() {
+            self.stats.count_unread(meta.wire_len);
         }
-        self.rx.release();
-        self.rx.stop();
-        let mut budget = self.drain_budget();
-        while budget > 0 {
-            let Ok(Some(meta)) = self.rx.next() else {
-                break;
-            };
-            let n = count_unread(&mut self.stats, meta.wire_len, meta.ancillary.gro_size);
-            budget = budget.saturating_sub(n);
-        }
-        self.rx.release();
-        let stats = &mut self.stats;
-        crate::recv::drain_socket(self.listener.socket.as_raw_fd(), budget, |len, gro| {
-            count_unread(stats, len, gro);
-        });
-    }
-
-    /// At most this many datagrams are taken off at shutdown: more than
-    /// the receive buffer (twice its granted size, as the kernel accounts)
-    /// can hold of the smallest datagrams, plus what user space holds, so a
-    /// sender that keeps sending cannot keep shutdown going.
-    fn drain_budget(&self) -> usize {
-        /// Below any datagram's true size in the kernel (sk_buff and data).
-        const MIN_TRUESIZE: usize = 256;
-        (self.listener.recv_buffer.granted.saturating_mul(2) / MIN_TRUESIZE).saturating_add(1 << 16)
+        let budget = crate::drain::budget(self.listener.recv_buffer.granted);
+        let fd = self.listener.socket.as_raw_fd();
+        crate::drain::unread(self.rx.as_mut(), fd, budget, &mut self.stats);
     }
 
     /// Counters as they stand, without a syscall (kernel drops as of the
@@ -494,7 +293,7 @@ impl Source {
 
     /// Packets are waiting in user space; the next `next` makes no syscall.
     pub fn has_pending(&self) -> bool {
-        self.rx.has_pending() || self.segments.pending()
+        self.rx.has_pending() || self.gro.pending()
     }
 
     /// The bound address (with the real port when the path said 0).
@@ -516,4 +315,28 @@ impl Source {
     pub fn receiver_kind(&self) -> ReceiverKind {
         self.rx.kind()
     }
+}
+
+/// The receiver `config` asks for, on the listener's socket.
+fn receiver(
+    listener: &Listener,
+    path: &SourcePath,
+    config: &Config,
+) -> Result<Box<dyn Receiver>, Error> {
+    let fd = listener.socket.as_raw_fd();
+    let peers = config.peer_addresses || !path.allow.is_empty();
+    Ok(match config.receiver {
+        ReceiverKind::Recvmmsg => {
+            let (batch, buffer_size, _) = config.recvmmsg_shape()?;
+            let rx = MmsgReceiver::new(fd, batch, buffer_size, peers).map_err(|source| {
+                Error::Socket {
+                    addr: path.addr,
+                    call: "mmap of the receive buffers",
+                    source,
+                }
+            })?;
+            Box::new(rx)
+        }
+        ReceiverKind::IoUring => Box::new(UringReceiver::new(fd, &config.uring, peers)?),
+    })
 }

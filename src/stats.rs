@@ -27,6 +27,9 @@ pub struct Stats {
     /// Delivered packets the caller's capture filter took out
     /// ([`crate::Source::filtered`]); a part of `delivered`.
     pub filtered: u64,
+    /// Datagrams whose control data did not fit (MSG_CTRUNC): delivered,
+    /// but their timestamp may be the time of reading instead.
+    pub control_truncated: u64,
 }
 
 impl Stats {

@@ -259,7 +259,7 @@ fn persistent_receive_errors_make_the_source_fatal() {
     unsafe { zus_last_error(src, msg.as_mut_ptr(), msg.len()) };
     assert!(
         text(&msg).contains("times in a row")
-            && text(&msg).contains("Socket operation on non-socket"),
+            && text(&msg).contains("recvmmsg(): Socket operation on non-socket"),
         "{}",
         text(&msg)
     );

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use zeek_udp_source::encap::Encoder;
-use zeek_udp_source::wire::GeneveOption;
-use zeek_udp_source::{Encap, LinkType, ReceiverKind};
+use zeek_udp_source::wire::{GeneveOption, GeneveOptions};
+use zeek_udp_source::{Encap, LinkType, ReceiverKind, Reject};
 
 const N: u32 = 300;
 
@@ -283,5 +283,231 @@ fn settings_out_of_range_are_refused_before_anything_is_allocated() {
             .err()
             .expect("refused");
         assert!(err.to_string().contains(want), "{err}\nwanted: {want}");
+    }
+}
+
+#[test]
+fn shutdown_counts_every_datagram_still_queued() {
+    const SENT: usize = 300;
+    for kind in receivers() {
+        let mut src = open(kind, "127.0.0.1", "vxlan");
+        let datagrams: Vec<Vec<u8>> = (0..SENT as u32).map(vxlan_datagram).collect();
+        let _tx = send_all(src.local_addr().unwrap(), &datagrams);
+        // Take some, and keep the last one lent out.
+        let mut taken = 0;
+        while taken < 50 {
+            match src.next_packet().unwrap() {
+                Some(_) if taken == 49 => taken += 1,
+                Some(_) => {
+                    taken += 1;
+                    src.done();
+                }
+                None => wait_readable(src.wait_fd(), 1000),
+            }
+        }
+        src.shutdown();
+        src.shutdown();
+        assert!(
+            src.next_packet().unwrap().is_none(),
+            "{kind:?}: nothing after"
+        );
+        let s = src.stats();
+        assert_eq!(
+            s.received + s.kernel_drops,
+            SENT as u64,
+            "{kind:?}: sent = received + kernel drops: {s:?}"
+        );
+        assert_eq!(
+            s.received,
+            s.delivered + s.rejected_total(),
+            "{kind:?}: {s:?}"
+        );
+        assert_eq!(s.delivered, 50, "{kind:?}");
+        assert_eq!(
+            s.rejected_for(Reject::UnreadAtShutdown),
+            s.received - 50,
+            "{kind:?}: {s:?}"
+        );
+    }
+}
+
+/// Dropping an io_uring source while datagrams keep arriving cancels its
+/// receive and reaps the last completion before the buffers go (a receive
+/// left running would write into unmapped or reused memory).
+#[test]
+fn io_uring_sources_close_cleanly_while_datagrams_arrive() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+    let port = Arc::new(AtomicU16::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (port, stop) = (port.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let d = vxlan_datagram(1);
+            while !stop.load(Ordering::Relaxed) {
+                let p = port.load(Ordering::Relaxed);
+                if p != 0 {
+                    // The port may be closed between load and send.
+                    let _ = tx.send_to(&d, ("127.0.0.1", p));
+                }
+            }
+        })
+    };
+    for round in 0..5 {
+        let mut src = open(ReceiverKind::IoUring, "127.0.0.1", "vxlan");
+        port.store(src.local_addr().unwrap().port(), Ordering::Relaxed);
+        let got = collect(&mut src, 20, Duration::from_secs(10));
+        assert!(got.len() >= 20, "round {round}: {}", got.len());
+        drop(src);
+    }
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+}
+
+fn setsockopt(fd: i32, level: i32, opt: i32, value: i32) {
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt {level}/{opt}");
+}
+
+fn vxlan_datagram(seq: u32) -> Vec<u8> {
+    let mut d = Vec::new();
+    Encoder::new(Encap::Vxlan).encode(&eth_frame(seq, 40), LinkType::En10Mb, &mut d);
+    d
+}
+
+/// recvmmsg's wait_fd is the socket itself, so a test can change what the
+/// kernel attaches to each datagram.
+#[test]
+fn a_datagram_without_a_timestamp_gets_the_time_it_was_read() {
+    let mut src = open(ReceiverKind::Recvmmsg, "127.0.0.1", "vxlan");
+    setsockopt(src.wait_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 0);
+    let before = now();
+    let _tx = send_all(src.local_addr().unwrap(), &[vxlan_datagram(1)]);
+    let got = collect(&mut src, 1, Duration::from_secs(5));
+    let after = now();
+    assert_eq!(got.len(), 1);
+    let ts = got[0].timestamp;
+    assert!(
+        before <= ts && ts <= after,
+        "{ts:?} is not between {before:?} and {after:?}"
+    );
+}
+
+#[test]
+fn truncated_control_data_is_counted_and_the_datagram_delivered() {
+    let mut src = open(ReceiverKind::Recvmmsg, "127.0.0.1", "vxlan");
+    // Timestamp and IP_PKTINFO fill the control buffer; IP_TTL overflows it.
+    setsockopt(src.wait_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, 1);
+    setsockopt(src.wait_fd(), libc::IPPROTO_IP, libc::IP_RECVTTL, 1);
+    let _tx = send_all(
+        src.local_addr().unwrap(),
+        &[vxlan_datagram(1), vxlan_datagram(2)],
+    );
+    let got = collect(&mut src, 2, Duration::from_secs(5));
+    assert_eq!(got.len(), 2, "delivered");
+    let s = src.stats();
+    assert_eq!((s.delivered, s.control_truncated), (2, 2), "{s:?}");
+    assert!(
+        got[0].timestamp.sec > 1_600_000_000,
+        "{:?}",
+        got[0].timestamp
+    );
+}
+
+/// skip=N past what the buffer captured but inside the datagram: the inner
+/// packet is there, only cut, so both receivers deliver it truncated, and
+/// only a skip past the datagram's end is skip_beyond_datagram.
+#[test]
+fn skip_past_the_capture_but_inside_the_datagram_is_delivered_truncated() {
+    let datagram: Vec<u8> = (0..12000u32).map(|i| (i % 251) as u8).collect();
+    for kind in receivers() {
+        // Small buffers (as tests/roundtrip's oversized test), then the
+        // defaults, where recvmmsg captures 9248 bytes and io_uring more.
+        for small in [true, false] {
+            for (skip, delivered) in [
+                (1500usize, true),
+                (10000, true),
+                (11999, true),
+                (12000, false),
+            ] {
+                let mut cfg = config(kind);
+                if small {
+                    cfg.recvmmsg_buffer_size = 1000;
+                    cfg.uring.buffer_shift = 10;
+                }
+                let mut path =
+                    zeek_udp_source::path::parse(&format!("127.0.0.1:1:skip={skip}")).unwrap();
+                path.addr.set_port(0);
+                let mut src = zeek_udp_source::Source::open_path(path, &cfg).unwrap();
+                let _tx = send_all(src.local_addr().unwrap(), std::slice::from_ref(&datagram));
+                let got = collect(&mut src, 1, Duration::from_secs(5));
+                let s = src.stats();
+                let what = format!("{kind:?} small={small} skip={skip}: {s:?}");
+                if !delivered {
+                    assert!(got.is_empty(), "{what}");
+                    assert_eq!(s.rejected_for(Reject::SkipBeyondDatagram), 1, "{what}");
+                    continue;
+                }
+                assert_eq!(got.len(), 1, "{what}");
+                assert_eq!(s.rejected_total(), 0, "{what}");
+                assert_eq!(got[0].wire_len, 12000 - skip, "{what}");
+                assert_eq!(
+                    got[0].data[..],
+                    datagram[skip..skip + got[0].data.len()],
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+/// GENEVE carrying a bare EtherType (ARP) gets a synthesized Ethernet
+/// header in front of the inner packet; the GENEVE options right before it
+/// must come out intact, and so must the configured option's value.
+#[test]
+fn a_synthesized_ethernet_header_leaves_the_geneve_options_intact() {
+    use zeek_udp_source::wire::Geneve;
+    let arp: Vec<u8> = (0..28u8).collect();
+    let mut options = Vec::new();
+    GeneveOption::emit(0x0103, 0x80, &[1, 2, 3, 4, 5, 6, 7, 8], &mut options);
+    GeneveOption::emit(0xffff, 1, &[9; 4], &mut options);
+    for opts in [options.clone(), options[..12].to_vec(), Vec::new()] {
+        let mut d = Vec::new();
+        Geneve::emit(7, 0x0806, &opts, &mut d);
+        d.extend_from_slice(&arp);
+        for kind in receivers() {
+            let mut path = zeek_udp_source::path::parse("127.0.0.1:1:geneve").unwrap();
+            path.addr.set_port(0);
+            let cfg = zeek_udp_source::Config {
+                geneve_key_option: Some((0x0103, 0x80)),
+                ..config(kind)
+            };
+            let mut src = zeek_udp_source::Source::open_path(path, &cfg).unwrap();
+            let _tx = send_all(src.local_addr().unwrap(), std::slice::from_ref(&d));
+            let got = collect(&mut src, 1, Duration::from_secs(5));
+            let what = format!("{kind:?} options {}", opts.len());
+            assert_eq!(got.len(), 1, "{what}");
+            let g = &got[0];
+            let mut framed = vec![0u8; 12];
+            framed.extend_from_slice(&[0x08, 0x06]);
+            framed.extend_from_slice(&arp);
+            assert_eq!(g.data, framed, "{what}");
+            assert_eq!(g.wire_len, framed.len(), "{what}");
+            let want: Vec<(u16, u8, Vec<u8>)> = GeneveOptions::new(&opts)
+                .map(|o| (o.class, o.kind, o.data.to_vec()))
+                .collect();
+            assert_eq!(g.geneve_options, want, "{what}");
+            let value = (!opts.is_empty()).then_some(0x0102_0304_0506_0708);
+            assert_eq!(g.geneve_option_value, value, "{what}");
+        }
     }
 }

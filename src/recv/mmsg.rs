@@ -6,7 +6,7 @@ use std::mem::{size_of, zeroed};
 use std::os::fd::RawFd;
 
 use super::buffers::Buffers;
-use super::{HEADROOM, Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
+use super::{Frame, HEADROOM, Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
 use crate::cmsg::{self, CONTROL_LEN};
 
 /// Control buffers are `u64`s so each is aligned for `cmsghdr`.
@@ -128,7 +128,7 @@ impl MmsgReceiver {
             let err = io::Error::last_os_error();
             return match err.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(err),
+                _ => Err(super::in_step("recvmmsg()", err)),
             };
         }
         self.filled = n as usize;
@@ -161,10 +161,12 @@ impl MmsgReceiver {
                 name_len,
             )
         };
+        let mut ancillary = cmsg::parse(control);
+        ancillary.truncated = cmsg::control_truncated(h.msg_flags);
         RecvMeta {
             captured: wire_len.min(self.buffer_size),
             wire_len,
-            ancillary: cmsg::parse(control),
+            ancillary,
             peer: peer_from_bytes(name),
         }
     }
@@ -182,20 +184,13 @@ impl Receiver for MmsgReceiver {
         Ok(Some(self.meta(i)))
     }
 
-    fn current(&self) -> &[u8] {
-        match self.current {
-            Some(i) => &self.buffers[self.slot(i)][HEADROOM..],
-            None => &[],
-        }
-    }
-
-    fn current_with_headroom(&mut self) -> (&mut [u8], usize) {
+    fn frame(&mut self) -> Frame<'_> {
         match self.current {
             Some(i) => {
                 let slot = self.slot(i);
-                (&mut self.buffers[slot], HEADROOM)
+                Frame::new(&mut self.buffers[slot], HEADROOM)
             }
-            None => (&mut [], 0),
+            None => Frame::empty(),
         }
     }
 

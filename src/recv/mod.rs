@@ -49,7 +49,53 @@ impl ReceiverKind {
     }
 }
 
-/// One datagram as the receiver saw it; its bytes are [`Receiver::current`].
+/// A received datagram's captured bytes in their buffer, with at least
+/// [`HEADROOM`] writable bytes in front (one coordinate system: offsets
+/// into [`Frame::datagram`]).
+#[derive(Debug)]
+pub struct Frame<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl<'a> Frame<'a> {
+    /// The datagram is `buf[at..]`; receivers keep `at >= HEADROOM`.
+    pub(crate) fn new(buf: &'a mut [u8], at: usize) -> Self {
+        let at = at.min(buf.len());
+        Frame { buf, at }
+    }
+
+    /// No datagram.
+    pub fn empty() -> Self {
+        Frame {
+            buf: &mut [],
+            at: 0,
+        }
+    }
+
+    /// The datagram's captured bytes.
+    pub fn datagram(&self) -> &[u8] {
+        &self.buf[self.at..]
+    }
+
+    /// The part `range` of the datagram (one datagram of a coalesced run)
+    /// as a frame of its own; what lies before it becomes its headroom.
+    pub fn narrow(self, range: std::ops::Range<usize>) -> Frame<'a> {
+        let end = self.at.saturating_add(range.end).min(self.buf.len());
+        let at = self.at.saturating_add(range.start).min(end);
+        Frame {
+            buf: &mut self.buf[..end],
+            at,
+        }
+    }
+
+    /// The whole buffer and where the datagram starts in it.
+    pub(crate) fn into_parts(self) -> (&'a mut [u8], usize) {
+        (self.buf, self.at)
+    }
+}
+
+/// One datagram as the receiver saw it; its bytes are in [`Receiver::frame`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RecvMeta {
     /// Bytes received into the buffer.
@@ -76,12 +122,9 @@ pub trait Receiver: Send {
     /// the next call tries again.
     fn next(&mut self) -> io::Result<Option<RecvMeta>>;
 
-    /// The bytes of the datagram that `next` returned last (empty if none).
-    fn current(&self) -> &[u8];
-
-    /// The current datagram preceded by at least [`HEADROOM`] writable
-    /// bytes; returns the buffer and where the datagram starts in it.
-    fn current_with_headroom(&mut self) -> (&mut [u8], usize);
+    /// The datagram that `next` returned last, in its buffer (empty if
+    /// none).
+    fn frame(&mut self) -> Frame<'_>;
 
     /// Gives the current datagram's buffer back.
     fn release(&mut self);
@@ -104,6 +147,11 @@ pub trait Receiver: Send {
     /// (io_uring's multishot receive): what was taken already stays for
     /// `next`, which from now on hands out only that and then `None`.
     fn stop(&mut self) {}
+}
+
+/// `e` with the receive step that failed in front, so a message names it.
+pub(crate) fn in_step(step: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{step}: {e}"))
 }
 
 /// Takes up to `limit` datagrams still queued in the socket `fd` off it

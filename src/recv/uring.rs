@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::{IoUring, cqueue, opcode, types};
 
 use super::buffers::Buffers;
-use super::{Receiver, ReceiverKind, RecvMeta, peer_from_bytes};
+use super::{Frame, HEADROOM, Receiver, ReceiverKind, RecvMeta, in_step, peer_from_bytes};
 use crate::cmsg::{self, CONTROL_LEN};
-use crate::error::Error;
+use crate::error::{Error, uring_step};
 
 /// The buffer group of our ring (one per io_uring instance).
 const BGID: u16 = 0;
@@ -120,9 +120,28 @@ impl UringConfig {
     }
 }
 
+/// Bytes in front of every payload in a provided buffer, reused as its
+/// headroom: the recvmsg header and the control data (and the address,
+/// when asked for).
+/// `struct io_uring_recvmsg_out` is four u32s.
+const HEADROOM_IN_BUFFER: usize = 4 * size_of::<u32>() + CONTROL_LEN;
+const _: () = assert!(HEADROOM_IN_BUFFER >= HEADROOM);
+
 /// io_uring_enter(2) flag: wait for / reap completions, running deferred work
 /// (linux/io_uring.h; the crate keeps its constant private).
 const IORING_ENTER_GETEVENTS: u32 = 1;
+
+/// `struct io_uring_buf` (linux/io_uring.h), the layout of a
+/// [`types::BufRingEntry`]; `resv` of entry 0 is the ring's tail.
+#[repr(C)]
+struct RawEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(size_of::<RawEntry>() == size_of::<types::BufRingEntry>());
 
 /// The provided-buffer ring shared with the kernel.
 struct BufRing {
@@ -158,12 +177,23 @@ impl BufRing {
     }
 
     /// Queues a buffer for the kernel; visible after [`BufRing::publish`].
+    ///
+    /// Written field by field through raw pointers: the kernel reads this
+    /// memory concurrently, so no `&mut` may cover it, and the first
+    /// entry's `resv` is the ring's tail, which only `publish` writes.
     fn push(&mut self, addr: *mut u8, len: u32, bid: u16) {
-        // SAFETY: the index is masked into the mapping.
-        let entry = unsafe { &mut *self.base.add(usize::from(self.tail & self.mask)) };
-        entry.set_addr(addr as u64);
-        entry.set_len(len);
-        entry.set_bid(bid);
+        // SAFETY: the index is masked into the mapping, whose entries have
+        // the layout of RawEntry (asserted below); each write stays within
+        // its field.
+        unsafe {
+            let entry = self
+                .base
+                .cast::<RawEntry>()
+                .add(usize::from(self.tail & self.mask));
+            std::ptr::addr_of_mut!((*entry).addr).write(addr as u64);
+            std::ptr::addr_of_mut!((*entry).len).write(len);
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
@@ -234,7 +264,8 @@ impl UringReceiver {
     pub fn new(fd: RawFd, config: &UringConfig, peers: bool) -> Result<Self, Error> {
         config.validate()?;
         let fail = |call| move |source| Error::IoUring { call, source };
-        let (ring, deferred) = build_ring(config).map_err(fail("io_uring_setup"))?;
+        let (ring, deferred) = build_ring(config).map_err(fail(uring_step::SETUP))?;
+        probe_multishot().map_err(fail(uring_step::PROBE))?;
         let entries = config.buffers as u16;
         let buffer_size = 1usize << config.buffer_shift;
         let mut bufring = BufRing::new(entries).map_err(fail("mmap of the buffer ring"))?;
@@ -242,7 +273,7 @@ impl UringReceiver {
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(bufring.base as u64, entries, BGID, 0)
-                .map_err(fail("IORING_REGISTER_PBUF_RING"))?;
+                .map_err(fail(uring_step::PBUF_RING))?;
         }
         let mut buffers = Buffers::new(usize::from(entries) * buffer_size)
             .map_err(fail("mmap of the buffers"))?;
@@ -406,10 +437,12 @@ impl UringReceiver {
         let out = types::RecvMsgOut::parse(buf, &self.msghdr).ok()?;
         let payload = out.payload_data();
         let start = payload.as_ptr() as usize - self.buffers.as_ptr() as usize;
+        let mut ancillary = cmsg::parse(out.control_data());
+        ancillary.truncated = cmsg::control_truncated(out.flags() as libc::c_int);
         let meta = RecvMeta {
             captured: payload.len(),
             wire_len: (out.incoming_payload_len() as usize).max(payload.len()),
-            ancillary: cmsg::parse(out.control_data()),
+            ancillary,
             peer: peer_from_bytes(out.name_data()),
         };
         self.current = Some(Lent {
@@ -495,6 +528,48 @@ fn build_ring(config: &UringConfig) -> io::Result<(IoUring, bool)> {
     }
 }
 
+/// Multishot recvmsg came in Linux 6.0, provided-buffer rings in 5.19: on
+/// 5.19 the ring sets up and every receive then fails. So try one at open,
+/// on a throwaway ring and socket: a kernel without it refuses the request
+/// with EINVAL at once; one with it fails it for want of buffers (ENOBUFS)
+/// or waits, and the cancel that follows ends it.
+fn probe_multishot() -> io::Result<()> {
+    // Declared before the ring, so they outlive it whatever happens.
+    let (probe, _other) = std::os::unix::net::UnixDatagram::pair()?;
+    // SAFETY: msghdr is plain data; the kernel only reads its lengths.
+    let msghdr: libc::msghdr = unsafe { zeroed() };
+    let mut ring = IoUring::new(2)?;
+    let recv = opcode::RecvMsgMulti::new(types::Fd(probe.as_raw_fd()), &msghdr, BGID)
+        .build()
+        .user_data(RECV_TAG);
+    let cancel = opcode::AsyncCancel::new(RECV_TAG)
+        .build()
+        .user_data(CANCEL_TAG);
+    // SAFETY: msghdr and the socket outlive the ring (declared before it).
+    unsafe {
+        let mut sq = ring.submission();
+        sq.push(&recv)
+            .and_then(|()| sq.push(&cancel))
+            .map_err(|_| io::Error::other("probe ring is full"))?;
+    }
+    let mut recv_result = None;
+    for _ in 0..STOP_ROUNDS {
+        ring.submit_and_wait(1)?;
+        for c in ring.completion() {
+            if c.user_data() == RECV_TAG && !cqueue::more(c.flags()) {
+                recv_result = Some(c.result());
+            }
+        }
+        if recv_result.is_some() {
+            break;
+        }
+    }
+    match recv_result {
+        Some(r) if r == -libc::EINVAL => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        _ => Ok(()),
+    }
+}
+
 fn new_eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd returns a new descriptor or -1.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -510,9 +585,13 @@ impl Receiver for UringReceiver {
         self.release();
         loop {
             if !self.armed && !self.stopped {
-                self.arm()?;
+                self.arm()
+                    .map_err(|e| in_step("submitting the multishot recvmsg", e))?;
             }
-            let Some((result, flags)) = self.pop()? else {
+            let Some((result, flags)) = self
+                .pop()
+                .map_err(|e| in_step("reaping io_uring completions", e))?
+            else {
                 return Ok(None);
             };
             if !cqueue::more(flags) {
@@ -529,7 +608,10 @@ impl Receiver for UringReceiver {
                     self.publish();
                     continue;
                 }
-                return Err(io::Error::from_raw_os_error(-result));
+                return Err(in_step(
+                    "a multishot recvmsg completion",
+                    io::Error::from_raw_os_error(-result),
+                ));
             }
             let Some(bid) = bid else {
                 return Err(io::Error::other("io_uring completion without a buffer"));
@@ -546,23 +628,16 @@ impl Receiver for UringReceiver {
         }
     }
 
-    fn current(&self) -> &[u8] {
-        match self.current {
-            Some(l) => &self.buffers[l.start..l.start + l.len],
-            None => &[],
-        }
-    }
-
-    fn current_with_headroom(&mut self) -> (&mut [u8], usize) {
+    fn frame(&mut self) -> Frame<'_> {
         match self.current {
             // Before the payload lie the recvmsg header, the address (if
-            // asked for) and the control data, all parsed already: at least
-            // 16 + 64 bytes.
+            // asked for) and the control data, all parsed already: the
+            // headroom (asserted at HEADROOM_IN_BUFFER).
             Some(l) => {
                 let base = usize::from(l.bid) * self.buffer_size;
-                (&mut self.buffers[base..l.start + l.len], l.start - base)
+                Frame::new(&mut self.buffers[base..l.start + l.len], l.start - base)
             }
-            None => (&mut [], 0),
+            None => Frame::empty(),
         }
     }
 
@@ -601,5 +676,119 @@ impl Receiver for UringReceiver {
             // under SINGLE_ISSUER); then nothing more can be done.
             let _ = self.cancel();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    /// The running kernel's (major, minor).
+    fn kernel() -> (u32, u32) {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut parts = release
+            .trim()
+            .split(['.', '-'])
+            .map(|p| p.parse().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }
+
+    #[test]
+    fn the_probe_agrees_with_the_kernel_version() {
+        match probe_multishot() {
+            Ok(()) => assert!(kernel() >= (6, 0), "{:?}", kernel()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                assert!(kernel() < (6, 0), "{:?}", kernel())
+            }
+            Err(e) => println!("SKIPPED: io_uring unavailable here: {e}"),
+        }
+    }
+
+    /// The metadata of the next `n` datagrams.
+    fn receive(rx: &mut UringReceiver, n: usize) -> Vec<RecvMeta> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match rx.next().unwrap() {
+                Some(meta) => got.push(meta),
+                None => {
+                    let mut pfd = libc::pollfd {
+                        fd: rx.wait_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one live pollfd.
+                    unsafe { libc::poll(&mut pfd, 1, 1000) };
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn truncated_control_data_is_flagged() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let fd = sock.as_raw_fd();
+        // A timestamp and IP_PKTINFO fill CONTROL_LEN; IP_TTL overflows it.
+        for (level, opt) in [
+            (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS),
+            (libc::IPPROTO_IP, libc::IP_PKTINFO),
+            (libc::IPPROTO_IP, libc::IP_RECVTTL),
+        ] {
+            let one: libc::c_int = 1;
+            // SAFETY: the value points at a live c_int of the size passed.
+            let rc =
+                unsafe { libc::setsockopt(fd, level, opt, (&one as *const libc::c_int).cast(), 4) };
+            assert_eq!(rc, 0);
+        }
+        let mut rx = match UringReceiver::new(fd, &UringConfig::default(), false) {
+            Ok(rx) => rx,
+            Err(e) => return println!("SKIPPED: io_uring unavailable here: {e}"),
+        };
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(&[7; 32], sock.local_addr().unwrap()).unwrap();
+        let meta = receive(&mut rx, 1)[0];
+        assert!(meta.ancillary.truncated, "{meta:?}");
+        assert!(
+            meta.ancillary.timestamp.is_some(),
+            "the timestamp came first"
+        );
+        assert_eq!(meta.captured, 32, "the datagram is whole");
+    }
+
+    fn socket_drained(fd: RawFd) -> usize {
+        let mut n = 0;
+        crate::recv::drain_socket(fd, 1000, |_, _| n += 1);
+        n
+    }
+
+    #[test]
+    fn after_stop_the_kernel_takes_no_more_datagrams() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let to = sock.local_addr().unwrap();
+        let mut rx = match UringReceiver::new(sock.as_raw_fd(), &UringConfig::default(), false) {
+            Ok(rx) => rx,
+            Err(e) => return println!("SKIPPED: io_uring unavailable here: {e}"),
+        };
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let send = |n| {
+            for i in 0..n {
+                tx.send_to(&[i as u8; 32], to).unwrap();
+            }
+        };
+        send(10);
+        receive(&mut rx, 10);
+        assert!(rx.armed, "the multishot receive is running");
+        rx.stop();
+        assert!(!rx.armed, "its last completion was reaped");
+        send(10);
+        assert!(rx.next().unwrap().is_none(), "nothing new reaches the ring");
+        assert_eq!(
+            socket_drained(sock.as_raw_fd()),
+            10,
+            "the datagrams stay in the socket"
+        );
     }
 }

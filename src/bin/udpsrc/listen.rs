@@ -118,8 +118,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
             }
             Ok(None) => wait(src.wait_fd(), deadline),
             Err(e) => {
-                // Reported, counted, not fatal.
+                // Reported, counted, not fatal unless the source gave up.
                 first_error.get_or_insert_with(|| e.to_string());
+                if src.failure().is_some() {
+                    break;
+                }
             }
         }
         if !args.quiet && ticker.due() {
@@ -130,6 +133,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         w.finish()
             .map_err(|e| Failure::runtime(format!("cannot finish the pcapng file: {e}")))?;
     }
+    // Counts what is still queued, so the numbers below are final.
+    src.shutdown();
     let stats = src.stats();
     let elapsed = start.elapsed();
     if args.json {
@@ -143,7 +148,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
             stats.receive_errors
         );
     }
-    Ok(())
+    match src.failure() {
+        Some(why) => Err(Failure::runtime(format!("the source stopped: {why}"))),
+        None => Ok(()),
+    }
 }
 
 /// What the tunnel said about a packet, kept as its pcapng comment:
