@@ -222,8 +222,19 @@ fn rows_by_flow<'a>(
 pub fn check(dir: &Path, flows: &[Flow], after: f64, before: f64) -> Verdict {
     let conn = read_log(&dir.join("conn.log"));
     let http = read_log(&dir.join("http.log"));
-    let conns = rows_by_flow(flows, &conn, after, before);
-    let https = rows_by_flow(flows, &http, after, before);
+    check_rows(&conn, &http, flows, after, before)
+}
+
+/// As `check`, on the parsed lines of conn.log and http.log.
+pub fn check_rows(
+    conn: &[Value],
+    http: &[Value],
+    flows: &[Flow],
+    after: f64,
+    before: f64,
+) -> Verdict {
+    let conns = rows_by_flow(flows, conn, after, before);
+    let https = rows_by_flow(flows, http, after, before);
     let mut v = Verdict::default();
     for (i, f) in flows.iter().enumerate() {
         let name = format!("flow {i} {}:{} > {}:80", f.client, f.client_port, f.server);
