@@ -322,7 +322,7 @@ fn zeekctl_deploys_workers_that_share_the_tunnel_and_stops_cleanly() {
              BrokerDBDir = {d}/spool/brokerstore\nFileExtractDir = {d}/spool/extract_files\n\
              SitePolicyPath = {d}/site\nSitePolicyScripts = zus-deploy.zeek\n\
              ZeekPort = {}\nMetricsPort = 0\nUseWebSocket = 0\nCompressLogs = 0\n\
-             StatsLogEnable = 0\nMailTo =\nenv_vars = ZEEK_PLUGIN_PATH={}\n",
+             StatsLogEnable = 0\nenv_vars = ZEEK_PLUGIN_PATH={}\n",
             tcp_ports(10),
             z.plugin_dir.display()
         ),
