@@ -390,11 +390,16 @@ fn zeekctl_deploys_workers_that_share_the_tunnel_and_stops_cleanly() {
         let mut dirs = vec![dir.join("logs")];
         while let Some(d) = dirs.pop() {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                // Not through links: LogDir/current points into the spool.
+                let Ok(kind) = e.file_type() else { continue };
                 let p = e.path();
                 let file = e.file_name().to_string_lossy().to_string();
-                if p.is_dir() {
+                if kind.is_dir() {
                     dirs.push(p);
-                } else if file.starts_with(&format!("{name}.")) && file.ends_with(".log") {
+                } else if kind.is_file()
+                    && file.starts_with(&format!("{name}."))
+                    && file.ends_with(".log")
+                {
                     rows.extend(flows::read_log(&p));
                 }
             }

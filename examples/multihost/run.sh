@@ -135,11 +135,16 @@ wire zml-w2 eth0 to-w2 2
 wire zml-mgr eth0 to-mgr 3
 ip -n zml-lb addr add "$VIP/32" dev lo
 ip netns exec zml-lb sysctl -qw net.ipv4.ip_forward=1
-# Resolve every neighbour before traffic, so no datagram waits on ARP.
+# Resolve every neighbour before traffic, so no datagram waits on ARP: a
+# datagram to the discard port makes the kernel ask.
+resolved() { # <namespace> <address>
+    ip netns exec "$1" bash -c "echo > /dev/udp/$2/9" 2>/dev/null || true
+    ip -n "$1" neigh show "$2" | grep -qE 'REACHABLE|STALE|DELAY'
+}
 for ip in 10.77.0.1 10.77.1.1 10.77.2.1 10.77.3.1; do
-    ip netns exec zml-lb ping -c1 -W2 "$ip" >/dev/null || die "no route from the balancer to $ip"
+    wait_for "the balancer to resolve $ip" resolved zml-lb "$ip"
 done
-ip netns exec zml-gen ping -c1 -W2 10.77.0.254 >/dev/null
+wait_for "the mirror to resolve the balancer" resolved zml-gen 10.77.0.254
 
 # --- the balancer -------------------------------------------------------------
 ip netns exec zml-lb nft -f - <<EOF
@@ -379,8 +384,9 @@ round 1
 received=0
 for ip in "${HOST_IP[@]}"; do
     for p in "${METRICS_PORTS[@]}"; do
-        n=$(ip netns exec zml-lb curl -sf -m 5 "http://$ip:$p/metrics" |
-            awk '/^zeek_udp_source_(received|kernel_drops)_total\{/ { s += $NF } END { print s + 0 }')
+        metrics=$(ip netns exec zml-lb curl -sf -m 5 "http://$ip:$p/metrics") ||
+            die "no metrics from the worker at $ip:$p"
+        n=$(awk '/^zeek_udp_source_(received|kernel_drops)_total\{/ { s += $NF } END { print s + 0 }' <<<"$metrics")
         received=$((received + n))
     done
 done
