@@ -148,15 +148,23 @@ fn bound_sockets(port: u16) -> usize {
 }
 
 /// `count` consecutive free TCP ports on 127.0.0.1 for a cluster's
-/// listeners, below the ephemeral range and away from unique_port's.
+/// listeners, below the ephemeral range and away from unique_port's. Each
+/// call starts past the ranges handed out before, since clusters of tests
+/// running side by side bind theirs only later.
 fn tcp_ports(count: u16) -> u16 {
-    let start = 30_000 + (std::process::id() % 200) as u16 * 10;
-    (start..32_000)
-        .step_by(usize::from(count))
-        .find(|&base| {
-            (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        })
-        .expect("free TCP ports between 30000 and 32000")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let first = 30_000 + (std::process::id() % 100) as u16 * 10;
+    loop {
+        let base = first + NEXT.fetch_add(count, Ordering::Relaxed);
+        assert!(
+            base + count < 32_000,
+            "no free TCP ports between 30000 and 32000"
+        );
+        if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
 }
 
 /// The trace of FLOWS connections, written into `dir`.
