@@ -173,6 +173,11 @@ fn plugin_dir(out: &Path) -> std::io::Result<()> {
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_else(|_| "linux".into());
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
     let so = lib.join(format!("{}.{os}-{arch}.so", PLUGIN_NAME.replace("::", "-")));
+    // A cdylib from an earlier build may lack the shim (built without
+    // Zeek): Zeek would load it and find no plugin. Remove it, so the link
+    // resolves only once cargo links the cdylib with the shim (`cargo
+    // build`; `cargo test` links no cdylib).
+    let _ = std::fs::remove_file(profile_dir(out).join("libzeek_udp_source.so"));
     relink(Path::new("../../libzeek_udp_source.so"), &so)?;
     let scripts = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("scripts");
     relink(&scripts, &dir.join("scripts"))
