@@ -2,6 +2,8 @@
 // forwards every call to the Rust engine through zeek_udp_source.h. No logic
 // lives here that Rust can hold; this file only translates.
 
+#include <zeek/Event.h>
+#include <zeek/EventRegistry.h>
 #include <zeek/Func.h>
 #include <zeek/ZeekString.h>
 #include <zeek/ID.h>
@@ -68,6 +70,17 @@ std::string string_knob(const char* name) {
 double interval_knob(const char* name, double fallback) {
     auto v = knob(name);
     return v && v->GetType()->Tag() == zeek::TYPE_INTERVAL ? v->AsInterval() : fallback;
+}
+
+// An interval knob in nanoseconds (dedup, reorder, batch_wait); false for a
+// negative one. Too long for 64 bits is far beyond what the engine takes:
+// it refuses it, naming the knob.
+bool nanos_knob(const char* name, uint64_t* ns) {
+    double secs = interval_knob(name, static_cast<double>(*ns) / 1e9);
+    if ( ! (secs >= 0) )
+        return false;
+    *ns = secs * 1e9 < 1.8e19 ? static_cast<uint64_t>(std::round(secs * 1e9)) : UINT64_MAX;
+    return true;
 }
 
 // PacketSource::UDP::implementation, by the enum value's name.
@@ -177,13 +190,15 @@ bool UDPSource::Config(zus_config* out) {
     c.io_uring_cq_entries = u32(count_knob("io_uring_cq_entries", c.io_uring_cq_entries));
     c.io_uring_buffers = u32(count_knob("io_uring_buffers", c.io_uring_buffers));
     c.io_uring_buffer_shift = u32(count_knob("io_uring_buffer_shift", c.io_uring_buffer_shift));
-    double wait = interval_knob("batch_wait", static_cast<double>(c.batch_wait_ns) / 1e9);
-    if ( ! (wait >= 0) ) {
-        Error(zeek::util::fmt("PacketSource::UDP::batch_wait %gsec is negative: use 0sec (no hold-off) or more", wait));
-        return false;
+    static constexpr std::pair<const char*, const char*> intervals[] = {
+        {"batch_wait", "0sec (no hold-off)"}, {"dedup", "0sec (off)"}, {"reorder", "0sec (off)"}};
+    uint64_t* fields[] = {&c.batch_wait_ns, &c.dedup_ns, &c.reorder_ns};
+    for ( size_t i = 0; i < 3; ++i ) {
+        if ( ! nanos_knob(intervals[i].first, fields[i]) ) {
+            Error(zeek::util::fmt("%s%s is negative: use %s or more", KNOBS, intervals[i].first, intervals[i].second));
+            return false;
+        }
     }
-    // Too long for 64 bits of nanoseconds is far beyond what the engine takes.
-    c.batch_wait_ns = wait * 1e9 < 1.8e19 ? static_cast<uint64_t>(std::round(wait * 1e9)) : UINT64_MAX;
     c.udp_gro = bool_knob("udp_gro", c.udp_gro != 0) ? 1 : 0;
     return true;
 }
@@ -257,6 +272,10 @@ void UDPSource::AddMetrics() {
             [](const zus_stats& s) { return s.kernel_drops; });
     counter("udp_source_filtered", "Packets taken out by capture filters",
             [](const zus_stats& s) { return s.filtered; });
+    counter("udp_source_deduplicated", "Copies of packets suppressed by dedup (not drops: never delivered on purpose)",
+            [](const zus_stats& s) { return s.deduplicated; });
+    counter("udp_source_reordered", "Packets reorder delivered later than they arrived",
+            [](const zus_stats& s) { return s.reordered; });
     for ( uint32_t r = 0; r < zus_reject_count(); ++r ) {
         counters.push_back(zeek::telemetry_mgr->CounterInstance(
             "zeek", "udp_source_rejected", {{"interface", path}, {"reason", zus_reject_name(r)}},
@@ -266,6 +285,43 @@ void UDPSource::AddMetrics() {
     gauges.push_back(zeek::telemetry_mgr->GaugeInstance("zeek", "udp_source_recv_buffer", {{"interface", path}},
                                                        "Socket receive buffer granted by the kernel", "bytes",
                                                        read([](const zus_stats& s) { return s.recv_buffer_granted; })));
+    gauges.push_back(zeek::telemetry_mgr->GaugeInstance("zeek", "udp_source_held", {{"interface", path}},
+                                                       "Packets reorder holds now", "",
+                                                       read([](const zus_stats& s) { return s.held; })));
+}
+
+// What the engine's feed check found (copies, or ACKs before their data, on
+// a source without dedup / reorder), each kind once: a reporter warning,
+// and PacketSource::UDP::feed_advice for scripts.
+void UDPSource::Advise() {
+    char msg[1024];
+    while ( src && zus_advice(src, msg, sizeof(msg)) > 0 ) {
+        zeek::reporter->Warning("%s::%s: %s", our_prefix, path.c_str(), msg);
+        static auto feed_advice = zeek::event_registry->Lookup("PacketSource::UDP::feed_advice");
+        if ( feed_advice )
+            zeek::event_mgr.Enqueue(feed_advice, zeek::make_intrusive<zeek::StringVal>(path),
+                                    zeek::make_intrusive<zeek::StringVal>(msg));
+    }
+}
+
+// Zeek reads its final statistics on a signal and then exits without asking
+// for packets again: packets reorder still holds (released by
+// zus_shutdown) are handed to Zeek here, so none is lost at the end.
+void UDPSource::DeliverHeld() {
+    int sig = &signal_val ? signal_val : 0;
+    if ( zeek::run_state::terminating || ! (sig == SIGTERM || sig == SIGINT) )
+        return;
+    zus_stats s;
+    for ( uint64_t before = UINT64_MAX; src; before = s.held ) {
+        zus_stats_get(src, &s);
+        // No progress (processing suspended, a capture filter, a fatal
+        // error): what is left stays counted as held.
+        if ( s.held == 0 || s.held >= before )
+            return;
+        // PktSrc makes Process() private; it is IOSource's public entry:
+        // extract, dispatch, done, as the main loop would.
+        static_cast<zeek::iosource::IOSource*>(this)->Process();
+    }
 }
 
 void UDPSource::RemoveMetrics() {
@@ -347,7 +403,7 @@ bool UDPSource::ExtractNextPacket(zeek::Packet* pkt) {
                 return false;
             }
             case ZUS_FATAL: Fatal(); return false;
-            default: return false;
+            default: Advise(); return false;
         }
     }
     return false;
@@ -381,8 +437,10 @@ double UDPSource::GetNextTimeout() {
 void UDPSource::Statistics(Stats* stats) {
     // Zeek asks for its final statistics: count what is still queued, so
     // that they add up (sent = received + dropped by the kernel).
-    if ( src && zeek_is_stopping() )
+    if ( src && zeek_is_stopping() ) {
         zus_shutdown(src);
+        DeliverHeld();
+    }
     zus_zeek_stats s = final_stats;
     if ( src )
         zus_zeek_stats_get(src, &s);
