@@ -1730,6 +1730,32 @@ mod tap {
     }
 
     #[test]
+    fn windows_out_of_range_stop_zeek_naming_the_knob() {
+        let z = zeek_or_skip!("tap::windows_out_of_range_stop_zeek_naming_the_knob");
+        let dir = common::tmpdir("tap-range");
+        let port = common::unique_port();
+        for (redef, want) in [
+            (
+                "redef PacketSource::UDP::dedup = -1sec;",
+                "PacketSource::UDP::dedup is negative",
+            ),
+            (
+                "redef PacketSource::UDP::reorder = 2sec;",
+                "PacketSource::UDP::reorder: 2s is not a window of whole microseconds from 1us to 1s",
+            ),
+        ] {
+            let out = z
+                .command(&dir)
+                .args(["-i", &z.path(&format!("127.0.0.1:{port}")), "-e", redef])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{stderr}");
+            assert!(stderr.contains(want), "{want}: {stderr}");
+        }
+    }
+
+    #[test]
     fn a_feed_that_needs_the_options_is_told_so_once() {
         let z = zeek_or_skip!("tap::a_feed_that_needs_the_options_is_told_so_once");
         let dir = common::tmpdir("tap-advice");

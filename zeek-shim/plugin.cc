@@ -308,8 +308,11 @@ void UDPSource::Advise() {
 // for packets again: packets reorder still holds (released by
 // zus_shutdown) are handed to Zeek here, so none is lost at the end.
 void UDPSource::DeliverHeld() {
+    // Only from the main loop's stop on a signal: not once Zeek terminates
+    // (its final events run), nor from the watchdog in mid-packet.
     int sig = &signal_val ? signal_val : 0;
-    if ( zeek::run_state::terminating || ! (sig == SIGTERM || sig == SIGINT) )
+    if ( zeek::run_state::terminating || zeek::run_state::processing_start_time != 0.0 ||
+         ! (sig == SIGTERM || sig == SIGINT) )
         return;
     zus_stats s;
     for ( uint64_t before = UINT64_MAX; src; before = s.held ) {
