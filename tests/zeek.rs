@@ -1533,10 +1533,24 @@ mod tap {
         run
     }
 
-    /// Sends the feed to a live Zeek with these path options and redefs,
-    /// then a malformed datagram from the first sender: once its weird is
-    /// raised, every datagram of the feed has been judged. Waits for
-    /// `packets` analysed (held ones come by the clock), then stops Zeek.
+    /// Sends each datagram from its sender's own socket, then a malformed
+    /// one from the first: once its weird is raised, every datagram of the
+    /// feed has been judged.
+    fn send_feed(port: u16, sends: &[Send]) {
+        let senders: Vec<UdpSocket> = (0..4)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for (who, d) in sends {
+            senders[*who].send_to(d, ("127.0.0.1", port)).unwrap();
+        }
+        senders[0]
+            .send_to(&[0x08, 0, 0], ("127.0.0.1", port))
+            .unwrap();
+    }
+
+    /// Sends the feed to a live Zeek with these path options and redefs
+    /// ([`send_feed`]), waits for `packets` analysed (held ones come by the
+    /// clock) and the trailing weird, then stops Zeek.
     fn live(
         z: &Zeek,
         dir: &Path,
@@ -1555,15 +1569,7 @@ mod tap {
             &z.path(&format!("127.0.0.1:{port}:vxlan{options}")),
             &["-e", &script],
         );
-        let senders: Vec<UdpSocket> = (0..4)
-            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-            .collect();
-        for (who, d) in sends {
-            senders[*who].send_to(d, ("127.0.0.1", port)).unwrap();
-        }
-        senders[0]
-            .send_to(&[0x08, 0, 0], ("127.0.0.1", port))
-            .unwrap();
+        send_feed(port, sends);
         child.wait_counts(packets as u64, 1);
         let out = stop(child);
         Run {
@@ -1707,11 +1713,7 @@ mod tap {
             &z.path(&format!("127.0.0.1:{port}:vxlan:reorder=1s")),
             &["-e", REPORT],
         );
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        for (_, d) in &sends {
-            tx.send_to(d, ("127.0.0.1", port)).unwrap();
-        }
-        tx.send_to(&[0x08, 0, 0], ("127.0.0.1", port)).unwrap();
+        send_feed(port, &sends);
         child.wait_counts(0, 1);
         let early = child.with(|s| s.packets);
         let out = stop(child);
@@ -1779,5 +1781,25 @@ mod tap {
                 .count();
             assert_eq!(events, 1, "one feed_advice event: {}", run.stdout());
         }
+        // No script handles the event: the warnings alone, nothing breaks.
+        let run_dir = dir.join("unhandled");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let port = common::unique_port();
+        let child = z.live(&run_dir, &z.path(&format!("127.0.0.1:{port}:vxlan")), &[]);
+        send_feed(port, &sends);
+        child.wait_counts(sends.len() as u64, 1);
+        let out = stop(child);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.matches("add :dedup to the path").count(),
+            1,
+            "{stderr}"
+        );
+        assert_eq!(
+            stderr.matches("add :reorder to the path").count(),
+            1,
+            "{stderr}"
+        );
+        assert!(!stderr.contains("error"), "{stderr}");
     }
 }

@@ -297,7 +297,8 @@ void UDPSource::Advise() {
     char msg[1024];
     while ( src && zus_advice(src, msg, sizeof(msg)) > 0 ) {
         zeek::reporter->Warning("%s::%s: %s", our_prefix, path.c_str(), msg);
-        static auto feed_advice = zeek::event_registry->Lookup("PacketSource::UDP::feed_advice");
+        // Raised only where a script handles it (and declared it: ours does).
+        static zeek::EventHandlerPtr feed_advice = zeek::event_registry->Lookup("PacketSource::UDP::feed_advice");
         if ( feed_advice )
             zeek::event_mgr.Enqueue(feed_advice, zeek::make_intrusive<zeek::StringVal>(path),
                                     zeek::make_intrusive<zeek::StringVal>(msg));
