@@ -1655,8 +1655,9 @@ mod tap {
     }
 
     #[test]
-    fn c_dedup_and_reorder_together_the_knobs_by_redef() {
-        let z = zeek_or_skip!("tap::c_dedup_and_reorder_together_the_knobs_by_redef");
+    fn c_dedup_and_reorder_together_the_knobs_by_redef_both_receivers() {
+        let z =
+            zeek_or_skip!("tap::c_dedup_and_reorder_together_the_knobs_by_redef_both_receivers");
         let dir = common::tmpdir("tap-c");
         let frames = feeds::session();
         let n = frames.len();
@@ -1671,9 +1672,12 @@ mod tap {
         let tiny =
             "redef PacketSource::UDP::dedup = 1usec; redef PacketSource::UDP::reorder = 1usec;";
         let options = format!(":dedup={WINDOW}:reorder={WINDOW}");
+        // The io_uring receiver goes through the same tap.
+        let uring = format!("{tiny} {IO_URING}");
         for (name, options, redef) in [
             ("knobs", "", knobs.as_str()),
             ("paths", options.as_str(), tiny),
+            ("io_uring", options.as_str(), uring.as_str()),
         ] {
             let run = live(z, &dir, name, options, redef, &sends, n);
             assert_eq!(run.conn, want.conn, "{name}: conn.log: {}", history(&run));
