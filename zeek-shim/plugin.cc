@@ -437,10 +437,12 @@ double UDPSource::GetNextTimeout() {
     return use_fd ? -1.0 : poll_interval;
 }
 
-// The mapping to Zeek's statistics is the engine's (zus_zeek_stats).
+// The mapping to Zeek's statistics is the engine's (zus_zeek_stats): copies
+// dedup suppressed and packets reorder holds are in link, not in dropped.
 void UDPSource::Statistics(Stats* stats) {
     // Zeek asks for its final statistics: count what is still queued, so
-    // that they add up (sent = received + dropped by the kernel).
+    // that they add up (sent = received + dropped by the kernel), and hand
+    // Zeek what reorder still holds.
     if ( src && zeek_is_stopping() ) {
         zus_shutdown(src);
         DeliverHeld();
