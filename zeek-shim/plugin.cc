@@ -105,15 +105,20 @@ bool zeek_is_stopping() {
     return sig == SIGTERM || sig == SIGINT;
 }
 
+// ConnKey::factory's enum name, or nullptr.
+const char* conn_key_factory() {
+    const auto& id = zeek::id::find("ConnKey::factory");
+    auto v = id ? id->GetVal() : nullptr;
+    if ( ! v || v->GetType()->Tag() != zeek::TYPE_ENUM )
+        return nullptr;
+    return v->GetType()->AsEnumType()->Lookup(v->AsEnum());
+}
+
 // ConnKey::factory names a key of the built-in UDP source: it reads VNIs
 // that only that source sets, so with ours connections from different VNIs
 // would merge. Says which of our scripts to load instead.
 void warn_about_builtin_conn_key() {
-    const auto& id = zeek::id::find("ConnKey::factory");
-    auto v = id ? id->GetVal() : nullptr;
-    if ( ! v || v->GetType()->Tag() != zeek::TYPE_ENUM )
-        return;
-    const char* factory = v->GetType()->AsEnumType()->Lookup(v->AsEnum());
+    const char* factory = conn_key_factory();
     static constexpr std::pair<const char*, const char*> keys[] = {
         {"CONNKEY_PACKETSOURCE_UDP_VXLAN_VNI_FIVETUPLE", "vxlan_vni"},
         {"CONNKEY_PACKETSOURCE_UDP_GENEVE_VNI_FIVETUPLE", "geneve_vni"},
@@ -294,9 +299,18 @@ void UDPSource::AddMetrics() {
 // a source without dedup / reorder), each kind once: a reporter warning,
 // and PacketSource::UDP::feed_advice for scripts.
 void UDPSource::Advise() {
-    char msg[1024];
-    while ( src && zus_advice(src, msg, sizeof(msg)) > 0 ) {
-        zeek::reporter->Warning("%s::%s: %s", our_prefix, path.c_str(), msg);
+    char advice[1024];
+    while ( src && zus_advice(src, advice, sizeof(advice)) > 0 ) {
+        std::string msg = advice;
+        // dedup is VNI-blind: with our VNI keys, identical packets under two
+        // VNIs may be two networks rather than two mirror sessions. (The
+        // built-in's keys see no VNIs of ours: warned about at open.)
+        const char* factory = conn_key_factory();
+        if ( factory && std::strstr(factory, "UDPTUNNEL_") && msg.find(":dedup") != std::string::npos )
+            msg += zeek::util::fmt(" (%s keeps VNIs apart, but dedup does not: if the copies are of different "
+                                   "networks with identical packets, not two mirror sessions, leave dedup off)",
+                                   factory);
+        zeek::reporter->Warning("%s::%s: %s", our_prefix, path.c_str(), msg.c_str());
         // Raised only where a script handles it (and declared it: ours does).
         static zeek::EventHandlerPtr feed_advice = zeek::event_registry->Lookup("PacketSource::UDP::feed_advice");
         if ( feed_advice )
