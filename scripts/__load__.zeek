@@ -87,6 +87,40 @@ export {
 }
 @endif
 
+@ifndef ( PacketSource::UDP::dedup )
+export {
+	## Duplicate suppression: a later copy of the same inner packet within
+	## this window (IP TTL / hop limit and the IPv4 header checksum aside,
+	## whatever tunnel, VNI or sender it came in) is suppressed and counted
+	## as deduplicated, not as a drop. For mirrors of both ends of a
+	## connection. Whole microseconds from 1usec to 1sec; 0sec: off. A
+	## path's :dedup[=<window>] takes precedence.
+	const dedup: interval = 0sec &redef;
+}
+@endif
+
+@ifndef ( PacketSource::UDP::reorder )
+export {
+	## Reorder repair: packets go to Zeek in kernel-timestamp order within
+	## this window, and a TCP segment acknowledging data not yet delivered
+	## waits (at most this long) for that data, so that skewed mirror
+	## sources do not make content gaps. Held packets are never dropped.
+	## Whole microseconds from 1usec to 1sec; 0sec: off. A path's
+	## :reorder[=<window>] takes precedence.
+	const reorder: interval = 0sec &redef;
+}
+@endif
+
+@ifndef ( PacketSource::UDP::feed_advice )
+export {
+	## A source running without dedup or reorder found what they repair
+	## (copies of packets, or ACKs before the data they acknowledge); msg
+	## says which option to add. Raised once per kind and source, beside a
+	## reporter warning.
+	global feed_advice: event(interface: string, msg: string);
+}
+@endif
+
 @ifndef ( PacketSource::UDP::geneve_key_option )
 export {
 	## A GENEVE option, "<class>:<type>" (e.g. "0x0103:0x80"), whose value

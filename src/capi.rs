@@ -17,7 +17,7 @@ use crate::source::{Config, Event, Packet, REJECTS_PER_CALL, Source, Wait};
 use crate::stats::Stats;
 
 /// Bumped whenever a struct or a signature changes (ZUS_ABI_VERSION).
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 /// Room for reject reasons in [`ZusStats`] (ZUS_MAX_REJECTS).
 pub const MAX_REJECTS: usize = 16;
 
@@ -39,6 +39,8 @@ pub struct ZusConfig {
     pub batch_wait_ns: u64,
     pub udp_gro: u32,
     pub reserved: u32,
+    pub dedup_ns: u64,
+    pub reorder_ns: u64,
 }
 
 /// `zus_packet`.
@@ -73,6 +75,9 @@ pub struct ZusStats {
     pub recv_buffer_granted: u64,
     pub rejected_by_reason: [u64; MAX_REJECTS],
     pub filtered: u64,
+    pub deduplicated: u64,
+    pub reordered: u64,
+    pub held: u64,
 }
 
 /// `zus_zeek_stats`: Zeek's `PktSrc::Stats`, computed here.
@@ -89,6 +94,10 @@ pub struct ZusZeekStats {
 impl ZusZeekStats {
     /// received: packets past the capture filter; link: every datagram
     /// that reached the socket; dropped: lost in the kernel or rejected.
+    /// Copies suppressed by dedup are not drops (suppressed on purpose, the
+    /// original was delivered) and packets held by reorder are not lost:
+    /// both are in `link` only, so `link == received + filtered + dropped +
+    /// deduplicated + held` (the engine's counters say which).
     pub fn from_stats(s: &Stats) -> Self {
         ZusZeekStats {
             received: s.delivered.saturating_sub(s.filtered),
@@ -102,7 +111,9 @@ impl ZusZeekStats {
 
 // The same pins as the header's static assertions.
 const _: () = {
-    assert!(size_of::<ZusConfig>() == 64);
+    assert!(size_of::<ZusConfig>() == 80);
+    assert!(offset_of!(ZusConfig, dedup_ns) == 64);
+    assert!(offset_of!(ZusConfig, reorder_ns) == 72);
     assert!(offset_of!(ZusConfig, udp_gro) == 56);
     assert!(offset_of!(ZusConfig, batch_wait_ns) == 48);
     assert!(offset_of!(ZusConfig, recv_buffer_size) == 24);
@@ -111,9 +122,11 @@ const _: () = {
     assert!(offset_of!(ZusPacket, ts_sec) == 16);
     assert!(offset_of!(ZusPacket, caplen) == 28);
     assert!(offset_of!(ZusPacket, flags) == 52);
-    assert!(size_of::<ZusStats>() == 200);
+    assert!(size_of::<ZusStats>() == 224);
     assert!(offset_of!(ZusStats, rejected_by_reason) == 64);
     assert!(offset_of!(ZusStats, filtered) == 192);
+    assert!(offset_of!(ZusStats, deduplicated) == 200);
+    assert!(offset_of!(ZusStats, held) == 216);
     assert!(size_of::<ZusZeekStats>() == 40);
 };
 
@@ -133,6 +146,8 @@ pub fn rust_layout() -> Vec<u64> {
         v(offset_of!(ZusConfig, recvmmsg_buffer_size)),
         v(offset_of!(ZusConfig, batch_wait_ns)),
         v(offset_of!(ZusConfig, udp_gro)),
+        v(offset_of!(ZusConfig, dedup_ns)),
+        v(offset_of!(ZusConfig, reorder_ns)),
         v(size_of::<ZusPacket>()),
         v(offset_of!(ZusPacket, data)),
         v(offset_of!(ZusPacket, geneve_options)),
@@ -157,6 +172,9 @@ pub fn rust_layout() -> Vec<u64> {
         v(offset_of!(ZusStats, recv_buffer_granted)),
         v(offset_of!(ZusStats, rejected_by_reason)),
         v(offset_of!(ZusStats, filtered)),
+        v(offset_of!(ZusStats, deduplicated)),
+        v(offset_of!(ZusStats, reordered)),
+        v(offset_of!(ZusStats, held)),
         v(size_of::<ZusZeekStats>()),
         v(offset_of!(ZusZeekStats, received)),
         v(offset_of!(ZusZeekStats, dropped)),
@@ -314,6 +332,8 @@ fn config_from(c: &ZusConfig) -> Result<Config, Error> {
         // Zeek never sees the sender; `allow=` paths still ask for it.
         peer_addresses: false,
         udp_gro: c.udp_gro != 0,
+        dedup: window(c.dedup_ns),
+        reorder: window(c.reorder_ns),
         ..Config::default()
     };
     config.uring.sq_entries = c.io_uring_sq_entries;
@@ -321,6 +341,16 @@ fn config_from(c: &ZusConfig) -> Result<Config, Error> {
     config.uring.buffers = c.io_uring_buffers;
     config.uring.buffer_shift = c.io_uring_buffer_shift;
     Ok(config)
+}
+
+/// A dedup or reorder window in nanoseconds; 0 is off ([`Config::validate`]
+/// refuses what is out of range, naming the knob).
+fn window(ns: u64) -> Option<std::time::Duration> {
+    (ns != 0).then(|| std::time::Duration::from_nanos(ns))
+}
+
+fn nanos(window: Option<std::time::Duration>) -> u64 {
+    window.map_or(0, |w| u64::try_from(w.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn config_to(c: &Config) -> ZusConfig {
@@ -339,6 +369,8 @@ fn config_to(c: &Config) -> ZusConfig {
         batch_wait_ns: c.batch_wait.as_nanos() as u64,
         udp_gro: u32::from(c.udp_gro),
         reserved: 0,
+        dedup_ns: nanos(c.dedup),
+        reorder_ns: nanos(c.reorder),
     }
 }
 
@@ -611,6 +643,9 @@ pub unsafe extern "C" fn zus_stats_get(source: *mut ZusSource, stats: *mut ZusSt
         recv_buffer_granted: src.source.recv_buffer().granted as u64,
         rejected_by_reason: by_reason,
         filtered: s.filtered,
+        deduplicated: s.deduplicated,
+        reordered: s.reordered,
+        held: s.held,
     };
     // SAFETY: checked for null; the caller promises it is writable.
     unsafe { *stats = out };
@@ -741,6 +776,25 @@ pub unsafe extern "C" fn zus_open_warning(
         let text = source.as_ref().map_or("", |s| s.warning.as_str());
         write_c(text, buf, len)
     }
+}
+
+/// `zus_advice`: the next thing the feed check found, each kind once;
+/// "" when there is nothing (more) to say.
+///
+/// # Safety
+/// `source` from `zus_open` or null; `buf` null or `len` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn zus_advice(source: *mut ZusSource, buf: *mut c_char, len: usize) -> usize {
+    // SAFETY: the caller promises a live source or null.
+    let text = match unsafe { source.as_mut() } {
+        Some(src) => src
+            .run("checking the feed", |s| s.advice().map(|a| a.to_string()))
+            .flatten()
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    // SAFETY: forwarded from the caller's promise.
+    unsafe { write_c(&text, buf, len) }
 }
 
 /// `zus_path_dlt`.

@@ -287,7 +287,21 @@ fn settings_out_of_range_are_refused_naming_the_knob() {
     let path = CString::new(format!("udp::127.0.0.1:{port}")).unwrap();
     let mut base = ZusConfig::default();
     unsafe { zus_config_default(&mut base) };
-    let cases: [(ZusConfig, &str); 6] = [
+    let cases: [(ZusConfig, &str); 8] = [
+        (
+            ZusConfig {
+                dedup_ns: 2_000_000_000,
+                ..base
+            },
+            "PacketSource::UDP::dedup: 2s is not a window of whole microseconds from 1us to 1s",
+        ),
+        (
+            ZusConfig {
+                reorder_ns: 1500,
+                ..base
+            },
+            "PacketSource::UDP::reorder: 1.5µs is not a window of whole microseconds from 1us to 1s",
+        ),
         (
             ZusConfig {
                 recvmmsg_buffer_size: 1 << 62,
@@ -339,4 +353,168 @@ fn settings_out_of_range_are_refused_naming_the_knob() {
         assert!(src.is_null(), "{want}");
         assert!(text(&err).contains(want), "{}\nwanted: {want}", text(&err));
     }
+}
+
+/// Opens `udp::127.0.0.1:<port>:vxlan` with `config`.
+fn open_vxlan(config: &ZusConfig) -> (*mut ZusSource, std::net::SocketAddr) {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = CString::new(format!("udp::127.0.0.1:{port}:vxlan")).unwrap();
+    let mut err = [0 as c_char; 512];
+    let src = unsafe { zus_open(path.as_ptr(), config, err.as_mut_ptr(), err.len()) };
+    assert!(!src.is_null(), "{}", text(&err));
+    (src, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+/// Sends each datagram from its sender's own socket, in order.
+fn send_from(to: std::net::SocketAddr, sends: &[common::feeds::Send]) {
+    let senders: Vec<UdpSocket> = (0..4)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for (who, d) in sends {
+        senders[*who].send_to(d, to).unwrap();
+    }
+}
+
+fn stats(src: *mut ZusSource) -> ZusStats {
+    let mut s = ZusStats::default();
+    unsafe { zus_stats_get(src, &mut s) };
+    s
+}
+
+/// Calls zus_next as the shim does (waiting as zus_wait says) until `done`.
+fn pump(src: *mut ZusSource, done: impl Fn(&ZusStats) -> bool) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::new();
+    while !done(&stats(src)) && Instant::now() < deadline {
+        let mut p = std::mem::MaybeUninit::<ZusPacket>::zeroed();
+        match unsafe { zus_next(src, p.as_mut_ptr(), std::ptr::null_mut()) } {
+            1 => {
+                let p = unsafe { p.assume_init() };
+                got.push(unsafe { std::slice::from_raw_parts(p.data, p.caplen as usize) }.to_vec());
+                unsafe { zus_done(src) };
+            }
+            0 => {
+                let mut secs = 0.0;
+                let ms = match unsafe { zus_wait(src, &mut secs) } {
+                    2 => ((secs * 1000.0) as i32).clamp(1, 50),
+                    _ => 50,
+                };
+                common::wait_readable(unsafe { zus_wait_fd(src) }, ms);
+            }
+            other => panic!("zus_next returned {other}"),
+        }
+    }
+    got
+}
+
+fn advice(src: *mut ZusSource) -> String {
+    let mut buf = [0 as c_char; 1024];
+    let n = unsafe { zus_advice(src, buf.as_mut_ptr(), buf.len()) };
+    assert_eq!(n, text(&buf).len());
+    text(&buf)
+}
+
+#[test]
+fn dedup_and_reorder_through_the_abi_and_held_packets_outlive_shutdown() {
+    use common::feeds::*;
+    let frames = session();
+    let n = frames.len() as u64;
+    let mut config = ZusConfig::default();
+    unsafe { zus_config_default(&mut config) };
+    assert_eq!(
+        (config.dedup_ns, config.reorder_ns),
+        (0, 0),
+        "off by default"
+    );
+
+    // dedup from the settings: every copy counted, never delivered.
+    config.dedup_ns = 100_000_000;
+    let (src, to) = open_vxlan(&config);
+    let sends = doubled(&frames, |_| 0);
+    send_from(to, &sends);
+    let got = pump(src, |s| s.received == 2 * n);
+    let s = stats(src);
+    assert_eq!(norm_all(&got), norm_all(&frames));
+    assert_eq!((s.delivered, s.deduplicated, s.held), (n, n, 0), "{s:?}");
+    let mut z = ZusZeekStats::default();
+    unsafe { zus_zeek_stats_get(src, &mut z) };
+    assert_eq!(
+        (z.received, z.dropped, z.link),
+        (n, 0, 2 * n),
+        "copies are no drops"
+    );
+    assert_eq!(
+        advice(src),
+        "",
+        "nothing to advise with dedup on and a clean order"
+    );
+    unsafe { zus_close(src) };
+
+    // reorder with a window longer than the test: what is held when the
+    // source shuts down still comes out of zus_next, in order.
+    config.dedup_ns = 0;
+    config.reorder_ns = 1_000_000_000;
+    let (src, to) = open_vxlan(&config);
+    let (mut order, _) = acks_first(&frames);
+    // The data the first early ACK acknowledges never comes: the ACK waits
+    // out its window, which outlasts the test.
+    let first = (1..=order.len())
+        .find(|&i| acks_for_unseen(&order[..i]) == 1)
+        .unwrap();
+    order.remove(first);
+    let n = n - 1;
+    let dir = direction(&frames);
+    let sends: Vec<Send> = order.iter().map(|f| (dir(f), vxlan(1, f))).collect();
+    send_from(to, &sends);
+    let mut got = pump(src, |s| s.received == n && s.held > 0);
+    let held = stats(src).held;
+    assert!(held > 0, "the ACK waits for its data");
+    let mut z = ZusZeekStats::default();
+    unsafe { zus_zeek_stats_get(src, &mut z) };
+    assert_eq!(z.link, z.received + z.dropped + held, "held: in link only");
+    unsafe { zus_shutdown(src) };
+    got.extend(pump(src, |s| s.held == 0));
+    let s = stats(src);
+    assert_eq!((s.received, s.delivered, s.held), (n, n, 0), "{s:?}");
+    // Nothing lost: every packet sent came out once.
+    let (mut got, mut want) = (norm_all(&got), norm_all(&order));
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        unsafe { zus_next(src, std::ptr::null_mut(), std::ptr::null_mut()) },
+        0
+    );
+    unsafe { zus_close(src) };
+}
+
+#[test]
+fn the_feed_check_advises_once_through_the_abi() {
+    use common::feeds::*;
+    let frames = session();
+    let dir = direction(&frames);
+    let mut sends = Vec::new();
+    for port in 41000..41004 {
+        let (order, _) = acks_first(&with_client_port(&frames, port));
+        sends.extend(doubled(&order, dir));
+    }
+    let mut config = ZusConfig::default();
+    unsafe { zus_config_default(&mut config) };
+    let (src, to) = open_vxlan(&config);
+    send_from(to, &sends);
+    pump(src, |s| s.received == sends.len() as u64);
+    let mut said = vec![advice(src), advice(src)];
+    said.sort();
+    assert!(said[0].contains("add :dedup to the path"), "{said:?}");
+    assert!(said[1].contains("add :reorder to the path"), "{said:?}");
+    assert_eq!(advice(src), "", "each once");
+    assert_eq!(
+        unsafe { zus_advice(std::ptr::null_mut(), std::ptr::null_mut(), 0) },
+        0
+    );
+    unsafe { zus_close(src) };
 }

@@ -13,6 +13,7 @@ static const uint64_t layout[] = {
     F(zus_config, io_uring_cq_entries), F(zus_config, io_uring_buffers),
     F(zus_config, io_uring_buffer_shift), F(zus_config, geneve_key_option), F(zus_config, recv_buffer_size),
     F(zus_config, recvmmsg_batch), F(zus_config, recvmmsg_buffer_size), F(zus_config, batch_wait_ns), F(zus_config, udp_gro),
+    F(zus_config, dedup_ns), F(zus_config, reorder_ns),
 
     sizeof(zus_packet), F(zus_packet, data), F(zus_packet, geneve_options), F(zus_packet, ts_sec),
     F(zus_packet, ts_nsec), F(zus_packet, caplen), F(zus_packet, wire_len), F(zus_packet, dlt),
@@ -22,7 +23,7 @@ static const uint64_t layout[] = {
     sizeof(zus_stats), F(zus_stats, received), F(zus_stats, bytes), F(zus_stats, delivered),
     F(zus_stats, rejected), F(zus_stats, truncated), F(zus_stats, kernel_drops),
     F(zus_stats, receive_errors), F(zus_stats, recv_buffer_granted), F(zus_stats, rejected_by_reason),
-    F(zus_stats, filtered),
+    F(zus_stats, filtered), F(zus_stats, deduplicated), F(zus_stats, reordered), F(zus_stats, held),
 
     sizeof(zus_zeek_stats), F(zus_zeek_stats, received), F(zus_zeek_stats, dropped), F(zus_zeek_stats, link),
     F(zus_zeek_stats, bytes_received), F(zus_zeek_stats, filtered),

@@ -2,6 +2,8 @@
 // forwards every call to the Rust engine through zeek_udp_source.h. No logic
 // lives here that Rust can hold; this file only translates.
 
+#include <zeek/Event.h>
+#include <zeek/EventRegistry.h>
 #include <zeek/Func.h>
 #include <zeek/ZeekString.h>
 #include <zeek/ID.h>
@@ -70,6 +72,17 @@ double interval_knob(const char* name, double fallback) {
     return v && v->GetType()->Tag() == zeek::TYPE_INTERVAL ? v->AsInterval() : fallback;
 }
 
+// An interval knob in nanoseconds (dedup, reorder, batch_wait); false for a
+// negative one. Too long for 64 bits is far beyond what the engine takes:
+// it refuses it, naming the knob.
+bool nanos_knob(const char* name, uint64_t* ns) {
+    double secs = interval_knob(name, static_cast<double>(*ns) / 1e9);
+    if ( ! (secs >= 0) )
+        return false;
+    *ns = secs * 1e9 < 1.8e19 ? static_cast<uint64_t>(std::round(secs * 1e9)) : UINT64_MAX;
+    return true;
+}
+
 // PacketSource::UDP::implementation, by the enum value's name.
 bool wants_io_uring() {
     auto v = knob("implementation");
@@ -92,15 +105,20 @@ bool zeek_is_stopping() {
     return sig == SIGTERM || sig == SIGINT;
 }
 
+// ConnKey::factory's enum name, or nullptr.
+const char* conn_key_factory() {
+    const auto& id = zeek::id::find("ConnKey::factory");
+    auto v = id ? id->GetVal() : nullptr;
+    if ( ! v || v->GetType()->Tag() != zeek::TYPE_ENUM )
+        return nullptr;
+    return v->GetType()->AsEnumType()->Lookup(v->AsEnum());
+}
+
 // ConnKey::factory names a key of the built-in UDP source: it reads VNIs
 // that only that source sets, so with ours connections from different VNIs
 // would merge. Says which of our scripts to load instead.
 void warn_about_builtin_conn_key() {
-    const auto& id = zeek::id::find("ConnKey::factory");
-    auto v = id ? id->GetVal() : nullptr;
-    if ( ! v || v->GetType()->Tag() != zeek::TYPE_ENUM )
-        return;
-    const char* factory = v->GetType()->AsEnumType()->Lookup(v->AsEnum());
+    const char* factory = conn_key_factory();
     static constexpr std::pair<const char*, const char*> keys[] = {
         {"CONNKEY_PACKETSOURCE_UDP_VXLAN_VNI_FIVETUPLE", "vxlan_vni"},
         {"CONNKEY_PACKETSOURCE_UDP_GENEVE_VNI_FIVETUPLE", "geneve_vni"},
@@ -177,13 +195,15 @@ bool UDPSource::Config(zus_config* out) {
     c.io_uring_cq_entries = u32(count_knob("io_uring_cq_entries", c.io_uring_cq_entries));
     c.io_uring_buffers = u32(count_knob("io_uring_buffers", c.io_uring_buffers));
     c.io_uring_buffer_shift = u32(count_knob("io_uring_buffer_shift", c.io_uring_buffer_shift));
-    double wait = interval_knob("batch_wait", static_cast<double>(c.batch_wait_ns) / 1e9);
-    if ( ! (wait >= 0) ) {
-        Error(zeek::util::fmt("PacketSource::UDP::batch_wait %gsec is negative: use 0sec (no hold-off) or more", wait));
-        return false;
+    static constexpr std::pair<const char*, const char*> intervals[] = {
+        {"batch_wait", "0sec (no hold-off)"}, {"dedup", "0sec (off)"}, {"reorder", "0sec (off)"}};
+    uint64_t* fields[] = {&c.batch_wait_ns, &c.dedup_ns, &c.reorder_ns};
+    for ( size_t i = 0; i < 3; ++i ) {
+        if ( ! nanos_knob(intervals[i].first, fields[i]) ) {
+            Error(zeek::util::fmt("%s%s is negative: use %s or more", KNOBS, intervals[i].first, intervals[i].second));
+            return false;
+        }
     }
-    // Too long for 64 bits of nanoseconds is far beyond what the engine takes.
-    c.batch_wait_ns = wait * 1e9 < 1.8e19 ? static_cast<uint64_t>(std::round(wait * 1e9)) : UINT64_MAX;
     c.udp_gro = bool_knob("udp_gro", c.udp_gro != 0) ? 1 : 0;
     return true;
 }
@@ -257,6 +277,10 @@ void UDPSource::AddMetrics() {
             [](const zus_stats& s) { return s.kernel_drops; });
     counter("udp_source_filtered", "Packets taken out by capture filters",
             [](const zus_stats& s) { return s.filtered; });
+    counter("udp_source_deduplicated", "Copies of packets suppressed by dedup (not drops: never delivered on purpose)",
+            [](const zus_stats& s) { return s.deduplicated; });
+    counter("udp_source_reordered", "Packets reorder delivered later than they arrived",
+            [](const zus_stats& s) { return s.reordered; });
     for ( uint32_t r = 0; r < zus_reject_count(); ++r ) {
         counters.push_back(zeek::telemetry_mgr->CounterInstance(
             "zeek", "udp_source_rejected", {{"interface", path}, {"reason", zus_reject_name(r)}},
@@ -266,6 +290,56 @@ void UDPSource::AddMetrics() {
     gauges.push_back(zeek::telemetry_mgr->GaugeInstance("zeek", "udp_source_recv_buffer", {{"interface", path}},
                                                        "Socket receive buffer granted by the kernel", "bytes",
                                                        read([](const zus_stats& s) { return s.recv_buffer_granted; })));
+    gauges.push_back(zeek::telemetry_mgr->GaugeInstance("zeek", "udp_source_held", {{"interface", path}},
+                                                       "Packets reorder holds now", "",
+                                                       read([](const zus_stats& s) { return s.held; })));
+}
+
+// What the engine's feed check found (copies, or ACKs before their data, on
+// a source without dedup / reorder), each kind once: a reporter warning,
+// and PacketSource::UDP::feed_advice for scripts.
+void UDPSource::Advise() {
+    char advice[1024];
+    while ( src && zus_advice(src, advice, sizeof(advice)) > 0 ) {
+        std::string msg = advice;
+        // dedup is VNI-blind: with our VNI keys, identical packets under two
+        // VNIs may be two networks rather than two mirror sessions. (The
+        // built-in's keys see no VNIs of ours: warned about at open.)
+        const char* factory = conn_key_factory();
+        if ( factory && std::strstr(factory, "UDPTUNNEL_") && msg.find(":dedup") != std::string::npos )
+            msg += zeek::util::fmt(" (%s keeps VNIs apart, but dedup does not: if the copies are of different "
+                                   "networks with identical packets, not two mirror sessions, leave dedup off)",
+                                   factory);
+        zeek::reporter->Warning("%s::%s: %s", our_prefix, path.c_str(), msg.c_str());
+        // Raised only where a script handles it (and declared it: ours does).
+        static zeek::EventHandlerPtr feed_advice = zeek::event_registry->Lookup("PacketSource::UDP::feed_advice");
+        if ( feed_advice )
+            zeek::event_mgr.Enqueue(feed_advice, zeek::make_intrusive<zeek::StringVal>(path),
+                                    zeek::make_intrusive<zeek::StringVal>(msg));
+    }
+}
+
+// Zeek reads its final statistics on a signal and then exits without asking
+// for packets again: packets reorder still holds (released by
+// zus_shutdown) are handed to Zeek here, so none is lost at the end.
+void UDPSource::DeliverHeld() {
+    // Only from the main loop's stop on a signal: not once Zeek terminates
+    // (its final events run), nor from the watchdog in mid-packet.
+    int sig = &signal_val ? signal_val : 0;
+    if ( zeek::run_state::terminating || zeek::run_state::processing_start_time != 0.0 ||
+         ! (sig == SIGTERM || sig == SIGINT) )
+        return;
+    zus_stats s;
+    for ( uint64_t before = UINT64_MAX; src; before = s.held ) {
+        zus_stats_get(src, &s);
+        // No progress (processing suspended, a capture filter, a fatal
+        // error): what is left stays counted as held.
+        if ( s.held == 0 || s.held >= before )
+            return;
+        // PktSrc makes Process() private; it is IOSource's public entry:
+        // extract, dispatch, done, as the main loop would.
+        static_cast<zeek::iosource::IOSource*>(this)->Process();
+    }
 }
 
 void UDPSource::RemoveMetrics() {
@@ -347,7 +421,7 @@ bool UDPSource::ExtractNextPacket(zeek::Packet* pkt) {
                 return false;
             }
             case ZUS_FATAL: Fatal(); return false;
-            default: return false;
+            default: Advise(); return false;
         }
     }
     return false;
@@ -377,12 +451,16 @@ double UDPSource::GetNextTimeout() {
     return use_fd ? -1.0 : poll_interval;
 }
 
-// The mapping to Zeek's statistics is the engine's (zus_zeek_stats).
+// The mapping to Zeek's statistics is the engine's (zus_zeek_stats): copies
+// dedup suppressed and packets reorder holds are in link, not in dropped.
 void UDPSource::Statistics(Stats* stats) {
     // Zeek asks for its final statistics: count what is still queued, so
-    // that they add up (sent = received + dropped by the kernel).
-    if ( src && zeek_is_stopping() )
+    // that they add up (sent = received + dropped by the kernel), and hand
+    // Zeek what reorder still holds.
+    if ( src && zeek_is_stopping() ) {
         zus_shutdown(src);
+        DeliverHeld();
+    }
     zus_zeek_stats s = final_stats;
     if ( src )
         zus_zeek_stats_get(src, &s);

@@ -46,6 +46,8 @@ private:
     void AddMetrics();
     void RemoveMetrics();
     void Fatal();
+    void Advise();
+    void DeliverHeld();
     bool Matches(int dlt, const pcap_pkthdr* hdr, const u_char* data);
 
     std::string path;

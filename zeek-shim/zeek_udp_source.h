@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct or a signature changes. */
-#define ZUS_ABI_VERSION 5
+#define ZUS_ABI_VERSION 6
 
 /* Room for every reject reason; zus_reject_count() says how many are used. */
 #define ZUS_MAX_REJECTS 16
@@ -53,6 +53,8 @@ typedef struct zus_config {
     uint64_t batch_wait_ns;         /* receives at most this often unless a batch is full; 0: no hold-off */
     uint32_t udp_gro;               /* 1: UDP GRO (recvmmsg only) */
     uint32_t reserved;              /* 0 */
+    uint64_t dedup_ns;              /* duplicate suppression window; 0: off (1 us..1 s, whole us) */
+    uint64_t reorder_ns;            /* reorder repair window; 0: off (1 us..1 s, whole us) */
 } zus_config;
 
 enum zus_packet_flags {
@@ -91,10 +93,15 @@ typedef struct zus_stats {
     uint64_t recv_buffer_granted;
     uint64_t rejected_by_reason[ZUS_MAX_REJECTS];
     uint64_t filtered;      /* delivered, then taken out by zus_filtered() */
+    uint64_t deduplicated;  /* received copies dedup suppressed (never delivered) */
+    uint64_t reordered;     /* packets reorder delivered later than they arrived */
+    uint64_t held;          /* a level: received, held by reorder, not yet delivered */
 } zus_stats;
 
 /* Zeek's PktSrc::Stats, computed by the engine. Saturating; all zeros for
- * a NULL source. */
+ * a NULL source. Copies suppressed by dedup are not drops (they were
+ * suppressed on purpose) and held packets are not lost: both count in link
+ * only, so link = received + filtered + dropped + deduplicated + held. */
 typedef struct zus_zeek_stats {
     uint64_t received;       /* delivered - filtered */
     uint64_t dropped;        /* kernel_drops + rejected */
@@ -131,8 +138,10 @@ void zus_close(zus_source* source);
 /* Stops receiving and counts every datagram still queued (in the socket and
  * in user space) as received and rejected ("unread_at_shutdown"), so the
  * statistics are final: sent = received + kernel_drops and received =
- * delivered + rejected. A lent packet is released. Later zus_next() calls
- * find nothing. Idempotent; NULL is ignored. Call it before the final
+ * delivered + rejected + deduplicated + held. A lent packet is released.
+ * Packets held by reorder are not lost: they may all go now, and later
+ * zus_next() calls return them (zus_stats.held says how many are left),
+ * then find nothing. Idempotent; NULL is ignored. Call it before the final
  * zus_stats_get() / zus_zeek_stats_get() and zus_close(). */
 void zus_shutdown(zus_source* source);
 
@@ -183,6 +192,12 @@ const char* zus_reject_name(uint32_t reason);
 size_t zus_last_error(const zus_source* source, char* buf, size_t len);
 size_t zus_open_warning(const zus_source* source, char* buf, size_t len);
 
+/* What the feed check found on a source running without dedup or reorder
+ * (copies, or ACKs before their data), for the operator: each kind once,
+ * one per call; writes "" when there is nothing (more) to say. Returns the
+ * message length. */
+size_t zus_advice(zus_source* source, char* buf, size_t len);
+
 /* The link type (pcap DLT) the path names; packets may override it. */
 int32_t zus_path_dlt(const zus_source* source);
 
@@ -196,7 +211,9 @@ int32_t zus_path_dlt(const zus_source* source);
 #else
 #define ZUS_STATIC_ASSERT _Static_assert
 #endif
-ZUS_STATIC_ASSERT(sizeof(zus_config) == 64, "zus_config layout");
+ZUS_STATIC_ASSERT(sizeof(zus_config) == 80, "zus_config layout");
+ZUS_STATIC_ASSERT(offsetof(zus_config, dedup_ns) == 64, "zus_config layout");
+ZUS_STATIC_ASSERT(offsetof(zus_config, reorder_ns) == 72, "zus_config layout");
 ZUS_STATIC_ASSERT(offsetof(zus_config, udp_gro) == 56, "zus_config layout");
 ZUS_STATIC_ASSERT(offsetof(zus_config, batch_wait_ns) == 48, "zus_config layout");
 ZUS_STATIC_ASSERT(offsetof(zus_config, recv_buffer_size) == 24, "zus_config layout");
@@ -205,9 +222,11 @@ ZUS_STATIC_ASSERT(offsetof(zus_packet, geneve_option_value) == 56, "zus_packet l
 ZUS_STATIC_ASSERT(offsetof(zus_packet, ts_sec) == 16, "zus_packet layout");
 ZUS_STATIC_ASSERT(offsetof(zus_packet, caplen) == 28, "zus_packet layout");
 ZUS_STATIC_ASSERT(offsetof(zus_packet, flags) == 52, "zus_packet layout");
-ZUS_STATIC_ASSERT(sizeof(zus_stats) == 200, "zus_stats layout");
+ZUS_STATIC_ASSERT(sizeof(zus_stats) == 224, "zus_stats layout");
 ZUS_STATIC_ASSERT(offsetof(zus_stats, rejected_by_reason) == 64, "zus_stats layout");
 ZUS_STATIC_ASSERT(offsetof(zus_stats, filtered) == 192, "zus_stats layout");
+ZUS_STATIC_ASSERT(offsetof(zus_stats, deduplicated) == 200, "zus_stats layout");
+ZUS_STATIC_ASSERT(offsetof(zus_stats, held) == 216, "zus_stats layout");
 ZUS_STATIC_ASSERT(sizeof(zus_zeek_stats) == 40, "zus_zeek_stats layout");
 
 #endif
