@@ -1,7 +1,8 @@
 //! The bounded wait after a receive that emptied the socket: datagrams
 //! gather while receives are held off, the hold-off never outlasts
-//! `batch_wait`, a full batch is never held off, and an empty window sends
-//! the caller back to sleeping on the fd.
+//! `batch_wait` and ends before the socket's buffer could fill, a full
+//! batch is never held off, and an empty window sends the caller back to
+//! sleeping on the fd.
 
 mod common;
 
@@ -25,6 +26,21 @@ fn drain(src: &mut Source) -> usize {
     n
 }
 
+/// Receives one datagram, waiting as [`Source::wait`] says.
+fn receive_one(src: &mut Source) {
+    loop {
+        if src.next_packet().unwrap().is_some() {
+            src.done();
+            return;
+        }
+        match src.wait() {
+            Wait::Now => {}
+            Wait::For(d) => std::thread::sleep(d),
+            Wait::OnFd => wait_readable(src.wait_fd(), 1000),
+        }
+    }
+}
+
 #[test]
 fn small_batches_gather_then_idle_sleeps_on_the_fd() {
     for kind in receivers() {
@@ -39,23 +55,30 @@ fn small_batches_gather_then_idle_sleeps_on_the_fd() {
         let to = src.local_addr().unwrap();
         assert_eq!(src.wait(), Wait::OnFd, "{kind:?}: nothing yet");
 
-        let _tx = send_all(to, &[datagram(1), datagram(2)]);
-        wait_readable(src.wait_fd(), 1000);
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(drain(&mut src), 2, "{kind:?}");
-        // The socket is empty: the next receive is held off for at most `wait`.
-        let Wait::For(d) = src.wait() else {
-            panic!("{kind:?}: expected a hold-off, got {:?}", src.wait())
+        // After idle the hold-off starts short and doubles per batch
+        // (src/pace.rs), so a few datagrams in a row bring it to the bound.
+        let tx = send_all(to, &[]);
+        let mut holds = Vec::new();
+        for seq in 0..9 {
+            tx.send_to(&datagram(seq), to).unwrap();
+            receive_one(&mut src);
+            if let Wait::For(d) = src.wait() {
+                holds.push(d);
+            }
+        }
+        assert!(holds.iter().all(|&d| d <= wait), "{kind:?}: {holds:?}");
+        let Some(&d) = holds.last() else {
+            panic!("{kind:?}: no hold-off after a receive that emptied the socket")
         };
-        assert!(d > Duration::ZERO && d <= wait, "{kind:?}: {d:?}");
+        assert!(d > wait / 2, "{kind:?}: grown to the bound: {holds:?}");
         let held_at = Instant::now();
-        let _tx2 = send_all(to, &[datagram(3)]);
+        tx.send_to(&datagram(100), to).unwrap();
         std::thread::sleep(Duration::from_millis(10));
         assert!(
             src.next_packet().unwrap().is_none(),
             "{kind:?}: held off while gathering"
         );
-        std::thread::sleep(wait.saturating_sub(held_at.elapsed()) + Duration::from_millis(5));
+        std::thread::sleep(d.saturating_sub(held_at.elapsed()) + Duration::from_millis(5));
         assert_eq!(
             drain(&mut src),
             1,
@@ -109,4 +132,81 @@ fn without_batch_wait_there_is_no_hold_off() {
     wait_readable(src.wait_fd(), 1000);
     assert_eq!(drain(&mut src), 1);
     assert_eq!(src.wait(), Wait::OnFd);
+}
+
+/// Receives as a caller of [`Source::wait`] would (sleeping out hold-offs,
+/// else on the fd) until `sent` datagrams are accounted for or the sender
+/// has finished a while ago; returns (received, kernel drops).
+fn receive_as_paced(
+    src: &mut Source,
+    sent: u64,
+    done: &std::sync::atomic::AtomicBool,
+) -> (u64, u64) {
+    let mut finished: Option<Instant> = None;
+    loop {
+        while src.next_packet().unwrap().is_some() {
+            src.done();
+        }
+        let s = src.stats();
+        if s.received + s.kernel_drops >= sent {
+            return (s.received, s.kernel_drops);
+        }
+        if done.load(std::sync::atomic::Ordering::Acquire) {
+            let at = *finished.get_or_insert_with(Instant::now);
+            if at.elapsed() > Duration::from_secs(5) {
+                return (s.received, s.kernel_drops);
+            }
+        }
+        match src.wait() {
+            Wait::Now => {}
+            Wait::For(d) => std::thread::sleep(d),
+            Wait::OnFd => wait_readable(src.wait_fd(), 20),
+        }
+    }
+}
+
+/// A long `batch_wait` bounds the hold-off, but a stream that would fill
+/// the socket's buffer within it ends each hold-off early: the wait costs
+/// no datagram. The sender keeps a high rate in bursts; the buffer holds
+/// a few thousand datagrams, far fewer than arrive in one `batch_wait`.
+#[test]
+fn a_stream_at_high_rate_loses_nothing_to_the_wait() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const SENT: u64 = 40_000;
+    for kind in receivers() {
+        let mut path = zeek_udp_source::path::parse("127.0.0.1:1").unwrap();
+        path.addr.set_port(0);
+        let cfg = Config {
+            batch_wait: Duration::from_secs(2),
+            recv_buffer_size: 2 << 20,
+            ..config(kind)
+        };
+        let mut src = Source::open_path(path, &cfg).unwrap();
+        let to = src.local_addr().unwrap();
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let sender = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let d = datagram(1);
+                for i in 0..SENT {
+                    tx.send_to(&d, to).unwrap();
+                    // Bursts of 64, then a pause: high rate, not more than
+                    // an unoptimised receiver keeps up with.
+                    if i % 64 == 63 {
+                        std::thread::sleep(Duration::from_micros(300));
+                    }
+                }
+                done.store(true, Ordering::Release);
+            })
+        };
+        let (received, drops) = receive_as_paced(&mut src, SENT, &done);
+        sender.join().unwrap();
+        assert_eq!(
+            (received, drops),
+            (SENT, 0),
+            "{kind:?}: every datagram received, none dropped in the socket"
+        );
+        assert_accounted(&mut src);
+    }
 }

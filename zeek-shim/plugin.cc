@@ -129,7 +129,7 @@ zus_config UDPSource::Config() const {
     c.io_uring_cq_entries = u32(count_knob("io_uring_cq_entries", c.io_uring_cq_entries));
     c.io_uring_buffers = u32(count_knob("io_uring_buffers", c.io_uring_buffers));
     c.io_uring_buffer_shift = u32(count_knob("io_uring_buffer_shift", c.io_uring_buffer_shift));
-    c.batch_wait_ns = static_cast<uint64_t>(interval_knob("batch_wait", 200e-6) * 1e9);
+    c.batch_wait_ns = static_cast<uint64_t>(interval_knob("batch_wait", 5e-3) * 1e9);
     c.udp_gro = bool_knob("udp_gro", false) ? 1 : 0;
     return c;
 }
