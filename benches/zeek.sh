@@ -16,9 +16,12 @@
 #   - for each rate (0 = as fast as udpsrc sends): packets sent, what Zeek's
 #     own statistics say it received and dropped, CPU seconds per million
 #     packets received: first what the host paid ("machine": Zeek + the
-#     sender + the kernel's softirq threads, ksoftirqd/*, and with --veth
-#     the veth's NAPI thread), then Zeek's own share, the sender's and the
-#     kernel threads'; how often Zeek's main thread slept and woke
+#     sender's system time + the kernel's softirq threads, ksoftirqd/*, and
+#     with --veth the veth's NAPI thread), then Zeek's own share, the
+#     sender's and the kernel threads'. The sender's system time holds its
+#     sends and, on loopback, the receive path the kernel runs in its
+#     context; its user time is left out, as it is mostly udpsrc's pacing
+#     spin, which burns what it is given. How often Zeek's main thread slept and woke
 #     (voluntary context switches per second), and its peak RSS.
 #     CPU is per process and thread (/proc/<pid>/stat; the sender's from
 #     its rusage), not /proc/stat, so other work on the machine does not
@@ -335,7 +338,7 @@ for _ in range(n):
 print(f"# one 200 usec sleep and wake-up costs {(cpu() - c0) / n * 1e6:.1f} usec of CPU on this machine")
 PY
 echo "# zeek $("$zc" --version), $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "# CPU s per Mpkt received: machine = zeek + sender + kernel threads (ksoftirqd${veth:+, napi})"
+echo "# CPU s per Mpkt received: machine = zeek + sender (system time) + kernel threads (ksoftirqd${veth:+, napi})"
 printf '%-9s %-10s %8s %8s %8s %7s %8s %7s %7s %7s %8s %7s\n' receiver rate sent received dropped "loss%" machine zeek sender kthread "wakes/s" rss_MiB
 receivers="recvmmsg io_uring af_packet"
 if [ "$(id -u)" != 0 ] || ss -uln | grep -q ':4789 '; then
@@ -382,7 +385,7 @@ for receiver in $receivers; do
             -v k=$((k1 - k0)) -v snd="$su $ss" \
             -v w=$((w1 - w0)) -v t0="$t0" -v t1="$t1" -v hz="$hz" -v rss="$rss" 'BEGIN {
             n = rc > 0 ? rc : 1
-            split(snd, u, " "); sender = u[1] + u[2]
+            split(snd, u, " "); sender = u[2]
             z = t / hz; kt = k / hz
             printf "%-9s %-10s %8d %8d %8d %7.3f %8.3f %7.3f %7.3f %7.3f %8.0f %7.1f\n", r, l, s, rc, d, 100 * (s - rc) / s,
                 (z + sender + kt) / n * 1e6, z / n * 1e6, sender / n * 1e6, kt / n * 1e6, w / (t1 - t0), rss / 1024 }'
