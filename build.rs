@@ -10,7 +10,9 @@
 //! library: `target/<profile>/zeek-plugin/`.
 //!
 //! Without Zeek: the Rust engine and `udpsrc` build as usual, and a warning
-//! says that the shim was skipped.
+//! says that the shim was skipped. A plugin directory left by an earlier
+//! build with Zeek is removed then: its library would now come without the
+//! shim, and Zeek would refuse it ("did not instantiate a plugin").
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -33,8 +35,37 @@ fn main() {
 
     match zeek_config() {
         Some(zeek) => build_shim(&zeek),
-        None => println!(
-            "cargo:warning=zeek-config not found (set ZEEK_CONFIG or put zeek-config on PATH): built the Rust engine and udpsrc; the Zeek plugin shim was skipped"
+        None => skip_shim("zeek-config not found (set ZEEK_CONFIG or put zeek-config on PATH)"),
+    }
+}
+
+/// Says why the shim was skipped, and removes the plugin directory an
+/// earlier build may have left.
+fn skip_shim(why: &str) {
+    let removed = env::var_os("OUT_DIR")
+        .map(|out| remove_plugin_dir(&profile_dir(Path::new(&out))))
+        .unwrap_or_default();
+    println!(
+        "cargo:warning={why}: built the Rust engine and udpsrc; the Zeek plugin shim was skipped{removed}"
+    );
+}
+
+/// Removes `<profile>/zeek-plugin/` if there is one, without following its
+/// links (they point into the build and the source tree). Returns what was
+/// done, for the warning.
+pub(crate) fn remove_plugin_dir(profile: &Path) -> String {
+    let dir = profile.join("zeek-plugin");
+    if std::fs::symlink_metadata(&dir).is_err() {
+        return String::new();
+    }
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => format!(
+            ", and the plugin directory {} from an earlier build was removed (its library would have no shim)",
+            dir.display()
+        ),
+        Err(e) => format!(
+            "; could not remove the plugin directory {} from an earlier build ({e}): delete it, or Zeek will refuse its library",
+            dir.display()
         ),
     }
 }
@@ -58,10 +89,7 @@ fn query(zeek_config: &Path, flag: &str) -> Option<String> {
 
 fn build_shim(zeek_config: &Path) {
     let Some(includes) = query(zeek_config, "--include_dir") else {
-        println!(
-            "cargo:warning={} --include_dir failed: the Zeek plugin shim was skipped",
-            zeek_config.display()
-        );
+        skip_shim(&format!("{} --include_dir failed", zeek_config.display()));
         return;
     };
     let version = query(zeek_config, "--version").unwrap_or_default();
@@ -129,8 +157,9 @@ fn crate_version() -> (String, String, String) {
     )
 }
 
-/// target/<profile>, three levels above OUT_DIR.
-fn profile_dir(out: &Path) -> PathBuf {
+/// target/<profile>, three levels above OUT_DIR. (Also used by tests/zeek.rs,
+/// which compiles this file as a module.)
+pub(crate) fn profile_dir(out: &Path) -> PathBuf {
     out.ancestors().nth(3).unwrap_or(out).to_path_buf()
 }
 

@@ -1,13 +1,22 @@
-##! UDP tunnel packet source (zeek -i udp::<addr>:<port>[:encap][:dlt=...]).
+##! UDP tunnel packet source (zeek -i udp::<addr>:<port>[:encap][:dlt=...];
+##! udptunnel:: on a Zeek whose built-in UDP source takes udp::).
 ##!
 ##! The knobs keep the names, types and defaults of the C++ plugin
 ##! zeek/zeek-packet-source-udp, so existing redefs keep working. Where
-##! another plugin declared them already (Zeek 9's built-in UDP source),
-##! they are not declared again; this plugin then reads those.
+##! another plugin declares them (Zeek 9's built-in UDP source), they are not
+##! declared here; this plugin then reads those, and redefs apply to both.
 
 module PacketSource::UDP;
 
-@ifndef ( PacketSource::UDP::implementation )
+# A built-in UDP source (Zeek 9.0+) declares its knobs in its __load__.zeek,
+# which Zeek parses after this one, so their names cannot tell. Its BIF,
+# parsed before any dynamic plugin's scripts (base/bif/plugins, from
+# init-frameworks-and-bifs), declares the enum type, whichever Zeek version
+# it is: where that type exists, the knobs are the built-in's. (The C++
+# plugin, loaded before this one, declares both by now.) A Zeek 9 built
+# with -D ENABLE_PACKET_SOURCE_UDP=no has neither: the knobs are declared
+# here, as on 8.x.
+@ifndef ( PacketSource::UDP::ReceiverImplementation )
 export {
 	## The receivers a source can use.
 	type ReceiverImplementation: enum {
@@ -88,6 +97,18 @@ export {
 	## connection keys then include it; load
 	## policy/frameworks/conn_key/packet_source/udp/geneve_option to log it.
 	const geneve_key_option = "" &redef;
+}
+@endif
+
+@ifndef ( PacketSource::UDP::get_geneve_options )
+export {
+	## The GENEVE options of the packet being analysed, as Zeek's own
+	## PacketAnalyzer::Geneve::Option records: the function of the C++
+	## plugin v0.2.0 and of Zeek's built-in UDP source, defined here where
+	## none defines it, so that scripts written for them run with this
+	## source. Where a built-in defines it, it answers for its own source
+	## only: call current_geneve_options() for this one.
+	global get_geneve_options: function(): geneve_options_vec;
 }
 @endif
 

@@ -14,9 +14,12 @@
 #include <zeek/iosource/Manager.h>
 #include <zeek/iosource/Packet.h>
 #include <zeek/iosource/PktSrc.h>
+#include <zeek/plugin/Manager.h>
 #include <zeek/plugin/Plugin.h>
 #include <zeek/telemetry/Manager.h>
 
+#include <cmath>
+#include <csignal>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -27,11 +30,19 @@
 #include "udp_source.h"
 #include "zeek_udp_source.h"
 
+// Zeek's record of the signal that stops it (zeek-setup.cc). Weak: if a
+// Zeek lacks it, the plugin still loads and relies on run_state::terminating.
+extern int signal_val __attribute__((weak));
+
 namespace zeek_udp_source {
 
 namespace {
 
 constexpr const char* KNOBS = "PacketSource::UDP::";
+
+// Zeek 9.0+ builds in a UDP packet source of this name that takes "udp".
+constexpr const char* BUILTIN = "Zeek::PacketSourceUDP";
+const char* our_prefix = "udp";
 
 // A knob's value, or nullptr when no script declared it.
 zeek::ValPtr knob(const char* name) {
@@ -68,14 +79,49 @@ bool wants_io_uring() {
     return name && std::strstr(name, "IO_URING");
 }
 
+// Saturates: the engine refuses an out-of-range value, naming the knob.
 uint32_t u32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(v); }
+
+// Zeek is stopping: terminating, or told to by SIGTERM/SIGINT. On a signal
+// Zeek reads its final statistics before it marks itself terminating, and
+// exits without closing its sources.
+bool zeek_is_stopping() {
+    if ( zeek::run_state::terminating )
+        return true;
+    int sig = &signal_val ? signal_val : 0;
+    return sig == SIGTERM || sig == SIGINT;
+}
+
+// ConnKey::factory names a key of the built-in UDP source: it reads VNIs
+// that only that source sets, so with ours connections from different VNIs
+// would merge. Says which of our scripts to load instead.
+void warn_about_builtin_conn_key() {
+    const auto& id = zeek::id::find("ConnKey::factory");
+    auto v = id ? id->GetVal() : nullptr;
+    if ( ! v || v->GetType()->Tag() != zeek::TYPE_ENUM )
+        return;
+    const char* factory = v->GetType()->AsEnumType()->Lookup(v->AsEnum());
+    static constexpr std::pair<const char*, const char*> keys[] = {
+        {"CONNKEY_PACKETSOURCE_UDP_VXLAN_VNI_FIVETUPLE", "vxlan_vni"},
+        {"CONNKEY_PACKETSOURCE_UDP_GENEVE_VNI_FIVETUPLE", "geneve_vni"},
+        {"CONNKEY_PACKETSOURCE_UDP_GENEVE_VXLAN_VNI_FIVETUPLE", "geneve_vxlan_vni"},
+    };
+    for ( const auto& [key, script] : keys ) {
+        if ( factory && std::strstr(factory, key) )
+            zeek::reporter->Warning(
+                "ConnKey::factory is %s from policy/frameworks/conn_key/packet_source/udp/%s, the built-in UDP "
+                "packet source's key: it sees no VNIs from %s:: sources, so their connections from different VNIs "
+                "would merge. Load policy/frameworks/conn_key/udptunnel/%s instead.",
+                factory, script, our_prefix, script);
+    }
+}
 
 } // namespace
 
+const char* prefix() { return our_prefix; }
 
-
-// The link types the engine can deliver (pcap DLT values on Linux).
-constexpr int DELIVERED_DLTS[] = {1 /* EN10MB */, 12 /* RAW */, 9 /* PPP */};
+// The link types the engine can deliver.
+constexpr int DELIVERED_DLTS[] = {ZUS_DLT_EN10MB, ZUS_DLT_RAW, ZUS_DLT_PPP};
 
 bool UDPSource::PrecompileFilter(int index, const std::string& filter) {
     if ( ! PrecompileBPFFilter(index, filter) )
@@ -118,8 +164,10 @@ void UDPSource::DoneWithPacket() {
     current = zus_packet{};
 }
 
-zus_config UDPSource::Config() const {
-    zus_config c;
+// The settings from the PacketSource::UDP knobs; where a script declared
+// none, the engine's defaults (zus_config_default, the one place for them).
+bool UDPSource::Config(zus_config* out) {
+    zus_config& c = *out;
     zus_config_default(&c);
     c.receiver = wants_io_uring() ? ZUS_IO_URING : ZUS_RECVMMSG;
     c.recv_buffer_size = count_knob("udp_recv_buffer_size", c.recv_buffer_size);
@@ -129,9 +177,15 @@ zus_config UDPSource::Config() const {
     c.io_uring_cq_entries = u32(count_knob("io_uring_cq_entries", c.io_uring_cq_entries));
     c.io_uring_buffers = u32(count_knob("io_uring_buffers", c.io_uring_buffers));
     c.io_uring_buffer_shift = u32(count_knob("io_uring_buffer_shift", c.io_uring_buffer_shift));
-    c.batch_wait_ns = static_cast<uint64_t>(interval_knob("batch_wait", 5e-3) * 1e9);
-    c.udp_gro = bool_knob("udp_gro", false) ? 1 : 0;
-    return c;
+    double wait = interval_knob("batch_wait", static_cast<double>(c.batch_wait_ns) / 1e9);
+    if ( ! (wait >= 0) ) {
+        Error(zeek::util::fmt("PacketSource::UDP::batch_wait %gsec is negative: use 0sec (no hold-off) or more", wait));
+        return false;
+    }
+    // Too long for 64 bits of nanoseconds is far beyond what the engine takes.
+    c.batch_wait_ns = wait * 1e9 < 1.8e19 ? static_cast<uint64_t>(std::round(wait * 1e9)) : UINT64_MAX;
+    c.udp_gro = bool_knob("udp_gro", c.udp_gro != 0) ? 1 : 0;
+    return true;
 }
 
 void UDPSource::Open() {
@@ -139,7 +193,9 @@ void UDPSource::Open() {
         Error("the plugin's Rust library and its shim disagree on the ABI version: rebuild the plugin");
         return;
     }
-    zus_config config = Config();
+    zus_config config;
+    if ( ! Config(&config) )
+        return;
     if ( auto spec = string_knob("geneve_key_option"); ! spec.empty() ) {
         config.geneve_key_option = zus_parse_geneve_option_id(spec.c_str());
         if ( ! config.geneve_key_option ) {
@@ -156,7 +212,8 @@ void UDPSource::Open() {
     }
     char warning[1024] = "";
     if ( zus_open_warning(src, warning, sizeof(warning)) > 0 )
-        zeek::reporter->Warning("udp::%s: %s", path.c_str(), warning);
+        zeek::reporter->Warning("%s::%s: %s", our_prefix, path.c_str(), warning);
+    warn_about_builtin_conn_key();
 
     // io_uring always wakes Zeek through its eventfd; recvmmsg through the
     // socket unless PacketSource::UDP::recvmmsg_use_selectable_fd is F, in
@@ -198,9 +255,8 @@ void UDPSource::AddMetrics() {
             [](const zus_stats& s) { return s.truncated; });
     counter("udp_source_kernel_drops", "Datagrams the kernel dropped at the socket",
             [](const zus_stats& s) { return s.kernel_drops; });
-    counters.push_back(zeek::telemetry_mgr->CounterInstance("zeek", "udp_source_filtered", {{"interface", path}},
-                                                           "Packets taken out by capture filters", "",
-                                                           [this]() { return static_cast<double>(filtered); }));
+    counter("udp_source_filtered", "Packets taken out by capture filters",
+            [](const zus_stats& s) { return s.filtered; });
     for ( uint32_t r = 0; r < zus_reject_count(); ++r ) {
         counters.push_back(zeek::telemetry_mgr->CounterInstance(
             "zeek", "udp_source_rejected", {{"interface", path}, {"reason", zus_reject_name(r)}},
@@ -221,23 +277,46 @@ void UDPSource::RemoveMetrics() {
     gauges.clear();
 }
 
+// Idempotent: Zeek's reaping, a fatal error and the destructor may each
+// call it.
 void UDPSource::Close() {
     RemoveMetrics();
+    current = zus_packet{};
+    if ( ! src )
+        return;
+    // Datagrams still queued are counted (received, and rejected as unread
+    // at shutdown) before the last statistics are taken.
+    zus_shutdown(src);
+    zus_zeek_stats_get(src, &final_stats);
     // Closed() unregisters the fd Opened() registered: hand it back in that
-    // state if a batch wait had taken it out.
-    if ( use_fd && ! fd_registered && src )
-        zeek::iosource_mgr->RegisterFd(zus_wait_fd(src), this);
+    // state if a batch wait had taken it out, while it is still open.
+    if ( IsOpen() ) {
+        if ( use_fd && ! fd_registered )
+            zeek::iosource_mgr->RegisterFd(zus_wait_fd(src), this);
+        Closed();
+    }
     fd_registered = false;
     zus_close(src);
     src = nullptr;
-    Closed();
+}
+
+// The engine cannot go on: Zeek learns why (Error(), and the message on
+// stderr, since a source failing after startup is not reported otherwise),
+// and the closed source ends Zeek's run as a finished one would.
+void UDPSource::Fatal() {
+    char msg[1024] = "";
+    zus_last_error(src, msg, sizeof(msg));
+    std::string why = zeek::util::fmt("%s::%s: %s", our_prefix, path.c_str(), msg);
+    zeek::reporter->Error("%s", why.c_str());
+    Error(why);
+    Close();
 }
 
 bool UDPSource::ExtractNextPacket(zeek::Packet* pkt) {
     if ( ! src )
         return false;
     // Rejected datagrams are skipped here, a bounded number per call.
-    for ( int i = 0; i < 1024; ++i ) {
+    for ( uint32_t i = 0; i < ZUS_REJECTS_PER_CALL; ++i ) {
         zus_packet p;
         uint32_t reason = 0;
         switch ( zus_next(src, &p, &reason) ) {
@@ -248,8 +327,7 @@ bool UDPSource::ExtractNextPacket(zeek::Packet* pkt) {
                 hdr.caplen = p.caplen;
                 hdr.len = p.wire_len;
                 if ( ! Matches(p.dlt, &hdr, p.data) ) {
-                    ++filtered;
-                    zus_done(src);
+                    zus_filtered(src);
                     continue;
                 }
                 // The link type is per packet: GENEVE may say raw IP.
@@ -268,6 +346,7 @@ bool UDPSource::ExtractNextPacket(zeek::Packet* pkt) {
                 zeek::reporter->Weird("udp_source_receive_error", msg, "udp");
                 return false;
             }
+            case ZUS_FATAL: Fatal(); return false;
             default: return false;
         }
     }
@@ -298,19 +377,37 @@ double UDPSource::GetNextTimeout() {
     return use_fd ? -1.0 : poll_interval;
 }
 
+// The mapping to Zeek's statistics is the engine's (zus_zeek_stats).
 void UDPSource::Statistics(Stats* stats) {
-    zus_stats s;
-    std::memset(&s, 0, sizeof(s));
+    // Zeek asks for its final statistics: count what is still queued, so
+    // that they add up (sent = received + dropped by the kernel).
+    if ( src && zeek_is_stopping() )
+        zus_shutdown(src);
+    zus_zeek_stats s = final_stats;
     if ( src )
-        zus_stats_get(src, &s);
-    // link: everything that reached the socket, dropped by the kernel or
-    // not; dropped: lost in the kernel or rejected as malformed;
-    // received: after capture filters; filtered: what they took out.
-    stats->received = s.delivered - filtered;
-    stats->bytes_received = s.bytes;
-    stats->link = s.received + s.kernel_drops;
-    stats->dropped = s.kernel_drops + s.rejected;
-    stats->filtered = filtered;
+        zus_zeek_stats_get(src, &s);
+    stats->received = s.received;
+    stats->dropped = s.dropped;
+    stats->link = s.link;
+    stats->bytes_received = s.bytes_received;
+    stats->filtered = s.filtered;
+}
+
+// Calls `each(class, type, data, len)` for every GENEVE option of the
+// packet being analysed, if our source produced it.
+template<typename F>
+void for_each_geneve_option(F each) {
+    auto* src = dynamic_cast<UDPSource*>(zeek::run_state::detail::current_packet_source());
+    if ( ! src )
+        return;
+    const zus_packet& p = src->Current();
+    uint16_t opt_class = 0;
+    uint8_t opt_type = 0;
+    const uint8_t* data = nullptr;
+    uint32_t len = 0;
+    for ( uint32_t i = 0;
+          zus_geneve_option(p.geneve_options, p.geneve_options_len, i, &opt_class, &opt_type, &data, &len); ++i )
+        each(opt_class, opt_type, zeek::make_intrusive<zeek::StringVal>(len, reinterpret_cast<const char*>(data)));
 }
 
 // PacketSource::UDP::current_geneve_options(): the GENEVE options of the
@@ -319,39 +416,77 @@ zeek::ValPtr current_geneve_options(zeek::detail::Frame*, const zeek::Args*) {
     static auto option_type = zeek::id::find_type<zeek::RecordType>("PacketSource::UDP::GeneveOption");
     static auto list_type = zeek::id::find_type<zeek::VectorType>("PacketSource::UDP::GeneveOptions");
     auto out = zeek::make_intrusive<zeek::VectorVal>(list_type);
-    auto* src = dynamic_cast<UDPSource*>(zeek::run_state::detail::current_packet_source());
-    if ( ! src )
-        return out;
-    const zus_packet& p = src->Current();
-    uint16_t opt_class = 0;
-    uint8_t opt_type = 0;
-    const uint8_t* data = nullptr;
-    uint32_t len = 0;
-    for ( uint32_t i = 0;
-          zus_geneve_option(p.geneve_options, p.geneve_options_len, i, &opt_class, &opt_type, &data, &len); ++i ) {
+    for_each_geneve_option([&](uint16_t opt_class, uint8_t opt_type, zeek::StringValPtr data) {
         auto rec = zeek::make_intrusive<zeek::RecordVal>(option_type);
         rec->Assign(0, zeek::val_mgr->Count(opt_class));
         rec->Assign(1, zeek::val_mgr->Count(opt_type));
-        rec->Assign(2, zeek::make_intrusive<zeek::StringVal>(len, reinterpret_cast<const char*>(data)));
+        rec->Assign(2, std::move(data));
         out->Append(std::move(rec));
-    }
+    });
     return out;
+}
+
+// PacketSource::UDP::get_geneve_options(): v0.2.0's signature of the C++
+// plugin (and Zeek 9's built-in), where no built-in defines it: Zeek's own
+// PacketAnalyzer::Geneve::Option records, the critical bit apart.
+zeek::ValPtr get_geneve_options(zeek::detail::Frame*, const zeek::Args*) {
+    static auto option_type = zeek::id::find_type<zeek::RecordType>("PacketAnalyzer::Geneve::Option");
+    static auto list_type = zeek::id::find_type<zeek::VectorType>("geneve_options_vec");
+    static const int class_at = option_type->FieldOffset("class");
+    static const int critical_at = option_type->FieldOffset("critical");
+    static const int typ_at = option_type->FieldOffset("typ");
+    static const int data_at = option_type->FieldOffset("data");
+    auto out = zeek::make_intrusive<zeek::VectorVal>(list_type);
+    for_each_geneve_option([&](uint16_t opt_class, uint8_t opt_type, zeek::StringValPtr data) {
+        auto rec = zeek::make_intrusive<zeek::RecordVal>(option_type);
+        rec->Assign(class_at, zeek::val_mgr->Count(opt_class));
+        rec->Assign(critical_at, zeek::val_mgr->Bool((opt_type & 0x80) != 0));
+        rec->Assign(typ_at, zeek::val_mgr->Count(opt_type & 0x7f));
+        rec->Assign(data_at, std::move(data));
+        out->Append(std::move(rec));
+    });
+    return out;
+}
+
+// Binds a function our __load__.zeek declared, unless another plugin
+// declared and bound it, and only if the types it returns exist.
+void bind(const char* name, zeek::detail::built_in_func f, std::initializer_list<const char*> types) {
+    const auto& id = zeek::id::find(name);
+    if ( ! id || id->HasVal() )
+        return;
+    for ( const char* t : types )
+        if ( ! zeek::id::find(t) )
+            return;
+    new zeek::detail::BuiltinFunc(f, name, false);
+}
+
+// A built-in UDP packet source is compiled into this Zeek.
+bool have_builtin_udp_source() {
+    for ( const auto* p : zeek::plugin_mgr->ActivePlugins() )
+        if ( ! p->DynamicPlugin() && p->Name() == BUILTIN )
+            return true;
+    return false;
 }
 
 class Plugin : public zeek::plugin::Plugin {
 protected:
-    // Scripts are parsed by now: bind the function our __load__.zeek
-    // declared (unless another plugin declared and bound it).
+    // Scripts are parsed by now.
     void InitPostScript() override {
-        const auto& id = zeek::id::find("PacketSource::UDP::current_geneve_options");
-        if ( id && ! id->HasVal() && zeek::id::find("PacketSource::UDP::GeneveOption") )
-            new zeek::detail::BuiltinFunc(current_geneve_options, "PacketSource::UDP::current_geneve_options", false);
+        bind("PacketSource::UDP::current_geneve_options", current_geneve_options,
+             {"PacketSource::UDP::GeneveOption", "PacketSource::UDP::GeneveOptions"});
+        bind("PacketSource::UDP::get_geneve_options", get_geneve_options,
+             {"PacketAnalyzer::Geneve::Option", "geneve_options_vec"});
     }
 
     zeek::plugin::Configuration Configure() override {
-        // "udp" as the C++ plugin had it; "udptunnel" stays ours on Zeek 9.0+,
-        // whose built-in UDP source takes "udp" first.
-        AddComponent(new zeek::iosource::PktSrcComponent("UDPTunnelSource", "udp:udptunnel",
+        // "udp" as the C++ plugin had it, unless a built-in UDP source
+        // (Zeek 9.0+) takes it first: then "udptunnel" only, so that
+        // `zeek -NN` does not claim a prefix that selects the built-in.
+        // Built-ins are configured before dynamic plugins are loaded.
+        our_prefix = have_builtin_udp_source() ? "udptunnel" : "udp";
+        AddComponent(new zeek::iosource::PktSrcComponent("UDPTunnelSource",
+                                                          our_prefix == std::string("udp") ? "udp:udptunnel" :
+                                                                                             "udptunnel",
                                                           zeek::iosource::PktSrcComponent::LIVE,
                                                           UDPSource::Instantiate));
         for ( auto* c : conn_key_components() )

@@ -16,10 +16,15 @@
 
 namespace zeek_udp_source {
 
+// The prefix that selects this source on the running Zeek ("udp", or
+// "udptunnel" beside a built-in UDP source that takes "udp"), for messages.
+const char* prefix();
+
 class UDPSource : public zeek::iosource::PktSrc {
 public:
     explicit UDPSource(std::string path) : path(std::move(path)) {}
-    ~UDPSource() override { zus_close(src); }
+    // As af_packet: closing is idempotent, and Zeek may not have closed us.
+    ~UDPSource() override { Close(); }
 
     static zeek::iosource::PktSrc* Instantiate(const std::string& path, bool is_live) { return new UDPSource(path); }
 
@@ -37,23 +42,26 @@ protected:
     double GetNextTimeout() override;
 
 private:
-    zus_config Config() const;
+    bool Config(zus_config* c);
     void AddMetrics();
     void RemoveMetrics();
+    void Fatal();
     bool Matches(int dlt, const pcap_pkthdr* hdr, const u_char* data);
 
     std::string path;
     zus_source* src = nullptr;
     bool use_fd = true;
     bool fd_registered = false;
+    // Only if no script declared PacketSource::UDP::poll_interval.
     double poll_interval = 100e-6;
     // Capture filters apply to the inner packets. Zeek compiles each for the
     // path's link type; GENEVE may deliver others, so each filter is also
     // compiled here for those, keyed by (filter index, DLT).
     std::map<std::pair<int, int>, std::unique_ptr<zeek::iosource::detail::BPF_Program>> other_dlts;
     int current_filter = -1;
-    uint64_t filtered = 0;
     zus_packet current{};
+    // The statistics at Close(), so that they never go back to zero.
+    zus_zeek_stats final_stats{};
     // Telemetry whose callbacks read this source; cut loose on Close().
     std::vector<zeek::telemetry::CounterPtr> counters;
     std::vector<zeek::telemetry::GaugePtr> gauges;

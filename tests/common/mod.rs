@@ -5,9 +5,10 @@
 pub mod feeds;
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use zeek_udp_source::{Config, LinkType, ReceiverKind, Source, Timestamp};
+use zeek_udp_source::{Config, LinkType, Packet, ReceiverKind, Source, Timestamp, Wait};
 
 /// Both receivers, for tests that must hold for each.
 pub fn receivers() -> [ReceiverKind; 2] {
@@ -92,34 +93,198 @@ pub struct Got {
     pub geneve_option_value: Option<u64>,
 }
 
+/// Copies a delivered packet out of the source.
+pub fn got(p: &Packet<'_>) -> Got {
+    Got {
+        data: p.data.to_vec(),
+        wire_len: p.wire_len,
+        timestamp: p.timestamp,
+        link_type: p.link_type,
+        vxlan_vni: p.vxlan_vni,
+        geneve_vni: p.geneve_vni,
+        geneve_options: p
+            .geneve_options()
+            .map(|o| (o.class, o.kind, o.data.to_vec()))
+            .collect(),
+        peer: p.peer,
+        geneve_option_value: p.geneve_option_value,
+    }
+}
+
 /// Reads packets until `want` datagrams were received (delivered or
-/// rejected) or `timeout` passes.
+/// rejected) or `timeout` passes. Between receives it waits as the source
+/// says (on its fd, or out its hold-off), never past the deadline.
 pub fn collect(src: &mut Source, want: u64, timeout: Duration) -> Vec<Got> {
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
-    while src.counters().received < want && Instant::now() < deadline {
-        match src.next_packet().expect("receive") {
-            Some(p) => {
-                out.push(Got {
-                    data: p.data.to_vec(),
-                    wire_len: p.wire_len,
-                    timestamp: p.timestamp,
-                    link_type: p.link_type,
-                    vxlan_vni: p.vxlan_vni,
-                    geneve_vni: p.geneve_vni,
-                    geneve_options: p
-                        .geneve_options()
-                        .map(|o| (o.class, o.kind, o.data.to_vec()))
-                        .collect(),
-                    peer: p.peer,
-                    geneve_option_value: p.geneve_option_value,
-                });
-                src.done();
-            }
-            None => wait_readable(src.wait_fd(), 50),
+    while src.counters().received < want {
+        let before = src.counters().received;
+        out.extend(drain_now(src));
+        if src.counters().received == before && !wait_on_source(src, deadline) {
+            break;
         }
     }
     out
+}
+
+/// Takes every packet the source has without waiting: until a receive
+/// finds the socket empty (or a hold-off runs).
+pub fn drain_now(src: &mut Source) -> Vec<Got> {
+    let mut out = Vec::new();
+    while let Some(p) = src.next_packet().expect("receive") {
+        out.push(got(&p));
+        src.done();
+    }
+    out
+}
+
+/// Waits as `src` asks ([`Source::wait`]), but not past `deadline`; false
+/// once the deadline has passed.
+pub fn wait_on_source(src: &Source, deadline: Instant) -> bool {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return false;
+    }
+    match src.wait() {
+        Wait::Now => {}
+        // The source's own hold-off: it gathers datagrams meanwhile.
+        Wait::For(d) => std::thread::sleep(d.min(left)),
+        Wait::OnFd => {
+            wait_any_until(&[src.wait_fd()], deadline);
+        }
+    }
+    true
+}
+
+/// poll(2) on `fds` until one is readable or `deadline` passes; false at
+/// the deadline. Never waits longer than the deadline, never returns early
+/// without an event.
+pub fn wait_any_until(fds: &[i32], deadline: Instant) -> bool {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Round up, so a wait never ends just short of the deadline.
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: pfds is a live array of pfds.len() pollfds.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if n > 0 {
+            return true;
+        }
+        // A timeout, or EINTR: the deadline decides.
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
+
+/// Datagrams the kernel dropped in its per-CPU input backlog, all CPUs
+/// together (/proc/net/softnet_stat, second column). Loopback traffic goes
+/// through that backlog and can be dropped there (more than
+/// net.core.netdev_max_backlog queued) before any socket counts it, so a
+/// test that counts every datagram must add these or show that none happened.
+/// System-wide: other traffic's drops are in it too, so it bounds ours.
+pub fn backlog_drops() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/softnet_stat").expect("/proc/net/softnet_stat");
+    text.lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|hex| u64::from_str_radix(hex, 16).expect("softnet_stat column"))
+        .sum()
+}
+
+/// Sends `datagrams` to `to` from one socket, returned once every
+/// datagram has been through the kernel's receive path (see [`settled`]).
+pub fn send_settled(to: SocketAddr, datagrams: &[Vec<u8>]) -> UdpSocket {
+    settled(to.is_ipv6(), || send_all(to, datagrams))
+}
+
+/// Runs `send` (which sends over loopback) and returns once everything it
+/// sent has been through the kernel's receive path: queued at the receiving
+/// socket, or dropped there (the socket's drop count) or in the backlog
+/// (see [`backlog_drops`]). No waiting on time: `send` runs on a thread
+/// pinned to one CPU, so its datagrams pass that CPU's backlog in order,
+/// and a marker datagram sent after them to a probe socket arriving proves
+/// that the ones before it have been processed. (Receive packet steering
+/// on `lo` would break that order; it is off unless configured.)
+pub fn settled<T: Send>(ipv6: bool, send: impl FnOnce() -> T + Send) -> T {
+    let bind = if ipv6 { "[::1]:0" } else { "127.0.0.1:0" };
+    let probe = UdpSocket::bind(bind).expect("bind probe");
+    let probe_addr = probe.local_addr().expect("probe address");
+    probe.set_nonblocking(true).expect("nonblocking probe");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            pin_to_current_cpu();
+            let out = send();
+            let marker = UdpSocket::bind(bind).expect("bind marker sender");
+            let mut buf = [0u8; 16];
+            // The marker itself can be dropped in a full backlog: send
+            // again until one arrives; each is behind all of `send`'s.
+            loop {
+                marker.send_to(b"settled", probe_addr).expect("send marker");
+                let soon = Instant::now() + Duration::from_millis(200);
+                if wait_any_until(&[probe.as_raw_fd()], soon) && probe.recv(&mut buf).is_ok() {
+                    return out;
+                }
+            }
+        })
+        .join()
+        .expect("sender thread")
+    })
+}
+
+/// `received` of `sent` datagrams arrived: all of them, or the missing ones
+/// are within the backlog drops since `backlog_before` (which then says so).
+pub fn assert_all_arrived_or_backlog_dropped(
+    received: u64,
+    sent: u64,
+    backlog_before: u64,
+    what: &str,
+) {
+    let backlog = backlog_drops() - backlog_before;
+    if backlog == 0 {
+        assert_eq!(
+            received, sent,
+            "{what}: no backlog drops, so every datagram counts"
+        );
+        return;
+    }
+    assert!(
+        received <= sent && sent - received <= backlog,
+        "{what}: {received} of {sent} arrived; the backlog dropped only {backlog}"
+    );
+    eprintln!(
+        "{what}: the kernel's input backlog dropped {backlog} datagrams during this test (loopback overload); {} of ours missing",
+        sent - received
+    );
+}
+
+/// Pins the calling thread to the CPU it runs on.
+fn pin_to_current_cpu() {
+    // SAFETY: sched_getcpu has no preconditions; the cpu_set_t is a
+    // zeroed plain struct filled by CPU_SET, passed with its size.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(
+            cpu >= 0,
+            "sched_getcpu: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// poll(2) on `fd` for up to `ms` milliseconds.

@@ -1,12 +1,6 @@
-##! Keys connections by the GENEVE VNI and the value of the GENEVE option
-##! named in PacketSource::UDP::geneve_key_option (for senders that leave
-##! the VNI 0 and identify the network in an option, like GCP NSI), and logs
-##! both in conn_id_ctx. Set the option, e.g.:
-##!
-##!     redef PacketSource::UDP::geneve_key_option = "0x0103:0x80";
+##! The C++ plugin's path, kept for the scripts and configurations written
+##! for it: loads policy/frameworks/conn_key/udptunnel/geneve_option. On a Zeek with a
+##! built-in UDP source (9.0+) this path is the built-in's, whose keys see no
+##! VNIs from this plugin's source: load the udptunnel path there.
 
-@load ./geneve_vni
-
-redef record conn_id_ctx += {
-	geneve_option: count &log &optional;
-};
+@load policy/frameworks/conn_key/udptunnel/geneve_option

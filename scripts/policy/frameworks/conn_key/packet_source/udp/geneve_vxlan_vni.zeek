@@ -1,10 +1,6 @@
-##! Adds the geneve+vxlan VNI(s) of the tunnel a packet arrived in to connection
-##! keys and to conn_id_ctx, so identical 5-tuples from different mirror
-##! sessions stay apart. Same path as the C++ plugin's script.
+##! The C++ plugin's path, kept for the scripts and configurations written
+##! for it: loads policy/frameworks/conn_key/udptunnel/geneve_vxlan_vni. On a Zeek with a
+##! built-in UDP source (9.0+) this path is the built-in's, whose keys see no
+##! VNIs from this plugin's source: load the udptunnel path there.
 
-redef record conn_id_ctx += {
-	geneve_vni: count &log &optional;
-	vxlan_vni: count &log &optional;
-};
-
-redef ConnKey::factory = ConnKey::CONNKEY_UDPTUNNEL_GENEVE_VXLAN_VNI_FIVETUPLE;
+@load policy/frameworks/conn_key/udptunnel/geneve_vxlan_vni
