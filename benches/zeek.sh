@@ -145,7 +145,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 kthread_ticks() {
     local total=0 f comm
     for f in /proc/[0-9]*/stat; do
-        read -r comm <"${f%stat}comm" 2>/dev/null || continue
+        read -r comm 2>/dev/null <"${f%stat}comm" || continue
         case "$comm" in
             ksoftirqd/*|napi/zus-bench-v0*) total=$(( total + $(awk '{print $14 + $15}' "$f" 2>/dev/null || echo 0) )) ;;
         esac
