@@ -5,6 +5,8 @@
 #   benches/zeek.sh --soak N       # endurance, N datagrams per receiver
 #   benches/zeek.sh --scaling      # 1, 2 and 4 Zeek processes on one port
 #   benches/zeek.sh --veth [...]   # the rates table over a veth pair (root)
+#   benches/zeek.sh --local [...]  # Zeek with its default `local` scripts, not -b
+#   benches/zeek.sh --trace F [...]  # replay the inner frames of classic pcap F (looped)
 #
 # As root, the rates table also has `af_packet` rows: Zeek sniffing a kernel
 # vxlan device (the kernel decapsulates) under the same load, for
@@ -54,6 +56,8 @@ idle=10
 mode=rates
 soak=10000000
 veth=
+scripts=-b
+user_trace=
 while [ $# -gt 0 ]; do
     case "$1" in
         --rates) rates=$2; shift 2 ;;
@@ -62,7 +66,9 @@ while [ $# -gt 0 ]; do
         --soak) mode=soak; soak=$2; shift 2 ;;
         --scaling) mode=scaling; shift ;;
         --veth) veth=1; shift ;;
-        *) echo "usage: $0 [--rates \"R1 R2 ...\"] [--packets N] [--idle S] [--veth] | --soak N | --scaling" >&2; exit 2 ;;
+        --local) scripts=local; shift ;;
+        --trace) user_trace=$2; shift 2 ;;
+        *) echo "usage: $0 [--rates \"R1 R2 ...\"] [--packets N] [--idle S] [--veth] [--local] [--trace F.pcap] | --soak N | --scaling" >&2; exit 2 ;;
     esac
 done
 
@@ -136,8 +142,19 @@ for i in range(1000):
     frame = bytes([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0]) + ip + udp
     out.write(struct.pack("<IIII", 1700000000, i, len(frame), len(frame)) + frame)
 PY
-loops=$(( (packets + 999) / 1000 ))
-sent=$(( loops * 1000 ))
+per_loop=1000
+if [ -n "$user_trace" ]; then
+    trace=$user_trace
+    per_loop=$(python3 -c 'import sys; from struct import unpack
+f = open(sys.argv[1], "rb"); f.read(24); n = 0
+while True:
+    h = f.read(16)
+    if len(h) < 16: break
+    f.seek(unpack("<IIII", h)[2], 1); n += 1
+print(n)' "$trace")
+fi
+loops=$(( (packets + per_loop - 1) / per_loop ))
+sent=$(( loops * per_loop ))
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # kthread_ticks: CPU ticks of the kernel's softirq threads (ksoftirqd/N)
@@ -190,7 +207,7 @@ zeek_ready() {
 # unless told not to, waits until it is ready (zeek_ready).
 launch() {
     local dir=$1 ppath=$2 pname=$3 iface=$4 lport=$5 extra=${6:-} nowait=${7:-}
-    (cd "$dir" && ZEEK_PLUGIN_PATH="$ppath" exec "$zeek" -b $pname -i "$iface" -e "$extra $STATS_SCRIPT" \
+    (cd "$dir" && ZEEK_PLUGIN_PATH="$ppath" exec "$zeek" $scripts $pname -i "$iface" -e "$extra $STATS_SCRIPT" \
         >"$dir/zeek.out" 2>"$dir/zeek.err") &
     zpid=$!
     [ -n "$nowait" ] || zeek_ready "$zpid" "$lport"
