@@ -42,6 +42,9 @@
 # and GRO path as behind a NIC (loopback runs neither), and the table gains
 # a `udp_gro` row (recvmmsg with PacketSource::UDP::udp_gro = T). The trace
 # is the best case for GRO: equal-size datagrams from one outer 4-tuple.
+# BASE_PLUGIN=<dir> adds `base-recvmmsg` and `base-io_uring` rows: our
+# plugin from another build (e.g. before a change), for A/B in one run.
+# --repeat N runs the whole table N times, interleaved.
 # CPP_PLUGIN_DIR=<dir> adds `cpp` rows: the C++ plugin
 # zeek/zeek-packet-source-udp (recvmmsg), built by you beforehand into <dir>,
 # under the same load, for comparison. This script never builds it.
@@ -57,6 +60,7 @@ mode=rates
 soak=10000000
 veth=
 scripts=-b
+repeat=1
 user_trace=
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -67,8 +71,9 @@ while [ $# -gt 0 ]; do
         --scaling) mode=scaling; shift ;;
         --veth) veth=1; shift ;;
         --local) scripts=local; shift ;;
+        --repeat) repeat=$2; shift 2 ;;
         --trace) user_trace=$2; shift 2 ;;
-        *) echo "usage: $0 [--rates \"R1 R2 ...\"] [--packets N] [--idle S] [--veth] [--local] [--trace F.pcap] | --soak N | --scaling" >&2; exit 2 ;;
+        *) echo "usage: $0 [--rates \"R1 R2 ...\"] [--packets N] [--idle S] [--veth] [--local] [--trace F.pcap] [--repeat N] | --soak N | --scaling" >&2; exit 2 ;;
     esac
 done
 
@@ -216,10 +221,11 @@ launch() {
 # start_zeek <receiver> <port>: Zeek with this plugin (receiver udp_gro:
 # recvmmsg with UDP GRO).
 start_zeek() {
-    local impl=RECVMMSG gro=F
-    [ "$1" = io_uring ] && impl=IO_URING
-    [ "$1" = udp_gro ] && gro=T
-    launch "$work" "$plugin" UDPTunnel::PacketSource "$prefix::$dst:$2:vxlan" "$2" \
+    local impl=RECVMMSG gro=F dir=$plugin rx=$1
+    case "$rx" in base-*) dir=$BASE_PLUGIN rx=${rx#base-} ;; esac
+    [ "$rx" = io_uring ] && impl=IO_URING
+    [ "$rx" = udp_gro ] && gro=T
+    launch "$work" "$dir" UDPTunnel::PacketSource "$prefix::$dst:$2:vxlan" "$2" \
         "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;
          redef PacketSource::UDP::udp_gro = $gro;
          ${BATCH_WAIT:+redef PacketSource::UDP::batch_wait = $BATCH_WAIT;}"
@@ -364,17 +370,23 @@ if [ "$(id -u)" != 0 ] || ss -uln | grep -q ':4789 '; then
 fi
 [ -n "$veth" ] && receivers="recvmmsg udp_gro io_uring af_packet"
 [ -n "$cpp_dir" ] && receivers="$receivers cpp"
+[ -n "${BASE_PLUGIN:-}" ] && receivers="$receivers base-recvmmsg base-io_uring"
+# Idle first, then the rows interleaved: for each round and rate, every
+# receiver in turn, so that a change in the machine's load between rows
+# hits all of them alike (compare rows of one round as ratios).
 for receiver in $receivers; do
-    if [ "$receiver" != af_packet ] && [ "$receiver" != cpp ]; then
-        port=$(( 20000 + RANDOM % 20000 ))
-        start_zeek "$receiver" "$port"
-        c0=$(cpu_ticks "$zpid"); sleep "$idle"; c1=$(cpu_ticks "$zpid")
-        stop_zeek
-        idle_pct=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v s="$idle" 'BEGIN { printf "%.2f", 100 * t / hz / s }')
-        echo "# $receiver idle CPU over ${idle}s: ${idle_pct}%"
-    fi
-    best=none
-    for rate in $rates; do
+    case "$receiver" in af_packet|cpp) continue ;; esac
+    port=$(( 20000 + RANDOM % 20000 ))
+    start_zeek "$receiver" "$port"
+    c0=$(cpu_ticks "$zpid"); sleep "$idle"; c1=$(cpu_ticks "$zpid")
+    stop_zeek
+    idle_pct=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v s="$idle" 'BEGIN { printf "%.2f", 100 * t / hz / s }')
+    echo "# $receiver idle CPU over ${idle}s: ${idle_pct}%"
+done
+declare -A best
+for round in $(seq "$repeat"); do
+  for rate in $rates; do
+    for receiver in $receivers; do
         if [ "$receiver" = af_packet ]; then
             start_afpacket
         elif [ "$receiver" = cpp ]; then
@@ -406,7 +418,10 @@ for receiver in $receivers; do
             z = t / hz; kt = k / hz
             printf "%-9s %-10s %8d %8d %8d %7.3f %8.3f %7.3f %7.3f %7.3f %8.0f %7.1f\n", r, l, s, rc, d, 100 * (s - rc) / s,
                 (z + sender + kt) / n * 1e6, z / n * 1e6, sender / n * 1e6, kt / n * 1e6, w / (t1 - t0), rss / 1024 }'
-        [ "$recvd" = "$sent" ] && best=$label
+        [ "$recvd" = "$sent" ] && [ "$round" = 1 ] && best[$receiver]=$label
     done
-    echo "# $receiver highest loss-free rate: $best"
+  done
+done
+for receiver in $receivers; do
+    echo "# $receiver highest loss-free rate (first round): ${best[$receiver]:-none}"
 done
