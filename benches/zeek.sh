@@ -44,7 +44,9 @@
 # is the best case for GRO: equal-size datagrams from one outer 4-tuple.
 # BASE_PLUGIN=<dir> adds `base-recvmmsg` and `base-io_uring` rows: our
 # plugin from another build (e.g. before a change), for A/B in one run.
-# --repeat N runs the whole table N times, interleaved.
+# --repeat N runs the whole table N times, interleaved. RECEIVERS="rows"
+# picks rows (recvmmsg io_uring udp_gro af_packet cpp base-recvmmsg
+# base-io_uring).
 # CPP_PLUGIN_DIR=<dir> adds `cpp` rows: the C++ plugin
 # zeek/zeek-packet-source-udp (recvmmsg), built by you beforehand into <dir>,
 # under the same load, for comparison. This script never builds it.
@@ -374,6 +376,8 @@ fi
 [ -n "$veth" ] && receivers="recvmmsg udp_gro io_uring af_packet"
 [ -n "$cpp_dir" ] && receivers="$receivers cpp"
 [ -n "${BASE_PLUGIN:-}" ] && receivers="$receivers base-recvmmsg base-io_uring"
+# RECEIVERS="<rows>" picks rows (names as above) instead.
+receivers=${RECEIVERS:-$receivers}
 # Idle first, then the rows interleaved: for each round and rate, every
 # receiver in turn, so that a change in the machine's load between rows
 # hits all of them alike (compare rows of one round as ratios).
