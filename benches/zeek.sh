@@ -5,6 +5,8 @@
 #   benches/zeek.sh --soak N       # endurance, N datagrams per receiver
 #   benches/zeek.sh --scaling      # 1, 2 and 4 Zeek processes on one port
 #   benches/zeek.sh --veth [...]   # the rates table over a veth pair (root)
+#   benches/zeek.sh --local [...]  # Zeek with its default `local` scripts, not -b
+#   benches/zeek.sh --trace F [...]  # replay the inner frames of classic pcap F (looped)
 #
 # As root, the rates table also has `af_packet` rows: Zeek sniffing a kernel
 # vxlan device (the kernel decapsulates) under the same load, for
@@ -15,22 +17,42 @@
 #   - idle CPU of `zeek -b -i udp::...` over --idle seconds with no traffic;
 #   - for each rate (0 = as fast as udpsrc sends): packets sent, what Zeek's
 #     own statistics say it received and dropped, CPU seconds per million
-#     packets of the Zeek process, how often Zeek's main thread slept and
-#     woke (voluntary context switches per second), and its peak RSS;
+#     packets received: first what the host paid ("machine": Zeek + the
+#     sender's system time + the kernel's softirq threads, ksoftirqd/*, and
+#     with --veth the veth's NAPI thread), then Zeek's own share, the
+#     sender's and the kernel threads'. The sender's system time holds its
+#     sends and, on loopback, the receive path the kernel runs in its
+#     context; its user time is left out, as it is mostly udpsrc's pacing
+#     spin, which burns what it is given. How often Zeek's main thread slept and woke
+#     (voluntary context switches per second), and its peak RSS.
+#     CPU is per process and thread (/proc/<pid>/stat; the sender's from
+#     its rusage), not /proc/stat, so other work on the machine does not
+#     count; softirq work is charged to the task it interrupts (on
+#     loopback mostly the sender), and the little that lands on an idle
+#     CPU is missed.
 #   - once, what one sleep and wake-up costs a process on this machine, to
 #     read the wakes against (on a VM it can be tens of microseconds).
 #   - the highest rate with zero loss (sent = received, from Zeek's stats).
 # Needs zeek-config on PATH (or ZEEK_CONFIG) and `cargo build --release` done
 # with it. Rates are in packets per second of the replayed trace.
-# BATCH_WAIT=<interval> sets PacketSource::UDP::batch_wait (default 200usec).
+# BATCH_WAIT=<interval> sets PacketSource::UDP::batch_wait (default: the
+# plugin's, 5msec).
 # --veth (root): the sender sits in a network namespace behind a veth pair
 # with GRO and threaded NAPI, so the receiving side runs the kernel's NAPI
 # and GRO path as behind a NIC (loopback runs neither), and the table gains
 # a `udp_gro` row (recvmmsg with PacketSource::UDP::udp_gro = T). The trace
 # is the best case for GRO: equal-size datagrams from one outer 4-tuple.
+# BASE_PLUGIN=<dir> adds `base-recvmmsg` and `base-io_uring` rows: our
+# plugin from another build (e.g. before a change), for A/B in one run.
+# --repeat N runs the whole table N times, interleaved. RECEIVERS="rows"
+# picks rows (recvmmsg io_uring udp_gro af_packet cpp base-recvmmsg
+# base-io_uring).
 # CPP_PLUGIN_DIR=<dir> adds `cpp` rows: the C++ plugin
 # zeek/zeek-packet-source-udp (recvmmsg), built by you beforehand into <dir>,
 # under the same load, for comparison. This script never builds it.
+# Zeek 9.0 and later has that plugin built in (prefix `udp::`): the `cpp`
+# rows then come without CPP_PLUGIN_DIR, and ours is selected with
+# `udptunnel::`.
 set -euo pipefail
 
 rates="50000 100000 200000 400000 0"
@@ -39,6 +61,9 @@ idle=10
 mode=rates
 soak=10000000
 veth=
+scripts=-b
+repeat=1
+user_trace=
 while [ $# -gt 0 ]; do
     case "$1" in
         --rates) rates=$2; shift 2 ;;
@@ -47,7 +72,10 @@ while [ $# -gt 0 ]; do
         --soak) mode=soak; soak=$2; shift 2 ;;
         --scaling) mode=scaling; shift ;;
         --veth) veth=1; shift ;;
-        *) echo "usage: $0 [--rates \"R1 R2 ...\"] [--packets N] [--idle S] [--veth] | --soak N | --scaling" >&2; exit 2 ;;
+        --local) scripts=local; shift ;;
+        --repeat) repeat=$2; shift 2 ;;
+        --trace) user_trace=$2; shift 2 ;;
+        *) echo "usage: $0 [--rates \"R1 R2 ...\"] [--packets N] [--idle S] [--veth] [--local] [--trace F.pcap] [--repeat N] | --soak N | --scaling" >&2; exit 2 ;;
     esac
 done
 
@@ -58,6 +86,12 @@ if [ -z "$zc" ]; then
     exit 0
 fi
 zeek="$("$zc" --prefix)/bin/zeek"
+zeek_major=$("$zc" --version | cut -d. -f1)
+# Our source's prefix, and the C++ source's plugin (none: built in).
+prefix=udp cpp_dir=${CPP_PLUGIN_DIR:-} cpp_name=Zeek::PacketSourceUDP
+if [ "$zeek_major" -ge 9 ]; then
+    prefix=udptunnel cpp_dir=builtin cpp_name=
+fi
 plugin="$top/target/release/zeek-plugin"
 udpsrc="$top/target/release/udpsrc"
 if [ ! -e "$plugin/__zeek_plugin__" ] || [ ! -x "$udpsrc" ]; then
@@ -115,45 +149,88 @@ for i in range(1000):
     frame = bytes([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0]) + ip + udp
     out.write(struct.pack("<IIII", 1700000000, i, len(frame), len(frame)) + frame)
 PY
-loops=$(( (packets + 999) / 1000 ))
-sent=$(( loops * 1000 ))
+per_loop=1000
+if [ -n "$user_trace" ]; then
+    trace=$user_trace
+    per_loop=$(python3 -c 'import sys; from struct import unpack
+f = open(sys.argv[1], "rb"); f.read(24); n = 0
+while True:
+    h = f.read(16)
+    if len(h) < 16: break
+    f.seek(unpack("<IIII", h)[2], 1); n += 1
+print(n)' "$trace")
+fi
+loops=$(( (packets + per_loop - 1) / per_loop ))
+sent=$(( loops * per_loop ))
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# kthread_ticks: CPU ticks of the kernel's softirq threads (ksoftirqd/N)
+# and, with --veth, of the veth's threaded NAPI poller (napi/<dev>-<id>).
+kthread_ticks() {
+    local total=0 f comm
+    for f in /proc/[0-9]*/stat; do
+        read -r comm 2>/dev/null <"${f%stat}comm" || continue
+        case "$comm" in
+            ksoftirqd/*|napi/zus-bench-v0*) total=$(( total + $(awk '{print $14 + $15}' "$f" 2>/dev/null || echo 0) )) ;;
+        esac
+    done
+    echo "$total"
+}
 wakes() { awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$1/status"; }
 peak_rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
 STATS_SCRIPT='event zeek_done() { local s = get_net_stats(); print fmt("STATS %d %d %d", s$pkts_recvd, s$pkts_dropped, s$pkts_link); }'
 
-# launch <dir> <plugin dir or ""> <plugin name or ""> <interface> <port or ""> [script] [settle]:
+# udp_bound <port>: a UDP socket is bound to <port> (/proc/net/udp, udp6).
+udp_bound() {
+    local hex
+    hex=$(printf ':%04X' "$1")
+    awk -v p="$hex" 'FNR > 1 && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
+        /proc/net/udp /proc/net/udp6
+}
+
+# zeek_ready <pid> [port]: waits (up to 60 s) until Zeek has bound <port>
+# (for a UDP source) and has finished starting: its main thread sleeps and
+# used no CPU over 100 ms, i.e. it waits in its event loop for packets.
+zeek_ready() {
+    local pid=$1 lport=${2:-} t0 t1
+    for _ in $(seq 600); do
+        [ -e "/proc/$pid/stat" ] || { echo "zeek exited:" >&2; cat "$work"/zeek.err "$work"/w*/zeek.err 2>/dev/null >&2; exit 1; }
+        if [ -z "$lport" ] || udp_bound "$lport"; then
+            t0=$(cpu_ticks "$pid")
+            sleep 0.1
+            t1=$(cpu_ticks "$pid")
+            [ "$t0" = "$t1" ] && [ "$(awk '{print $3}' "/proc/$pid/stat")" = S ] && return
+        else
+            sleep 0.1
+        fi
+    done
+    echo "zeek (pid $pid) did not become ready in 60 s" >&2
+    exit 1
+}
+
+# launch <dir> <plugin dir or ""> <plugin name or ""> <interface> <port or ""> [script] [no-wait]:
 # starts Zeek in <dir> printing its statistics at the end, sets zpid, and
-# waits until a udp <port> is bound (or <settle> seconds, 3 by default,
-# without one).
+# unless told not to, waits until it is ready (zeek_ready).
 launch() {
-    local dir=$1 ppath=$2 pname=$3 iface=$4 lport=$5 extra=${6:-} settle=${7:-3}
-    (cd "$dir" && ZEEK_PLUGIN_PATH="$ppath" exec "$zeek" -b $pname -i "$iface" -e "$extra $STATS_SCRIPT" \
+    local dir=$1 ppath=$2 pname=$3 iface=$4 lport=$5 extra=${6:-} nowait=${7:-}
+    (cd "$dir" && ZEEK_PLUGIN_PATH="$ppath" exec "$zeek" $scripts $pname -i "$iface" -e "$extra $STATS_SCRIPT" \
         >"$dir/zeek.out" 2>"$dir/zeek.err") &
     zpid=$!
-    if [ -z "$lport" ]; then
-        sleep "$settle"
-        return
-    fi
-    for _ in $(seq 100); do
-        ss -uln "sport = :$lport" | grep -q ":$lport" && break
-        sleep 0.1
-    done
-    sleep 1
+    [ -n "$nowait" ] || zeek_ready "$zpid" "$lport"
 }
 
 # start_zeek <receiver> <port>: Zeek with this plugin (receiver udp_gro:
 # recvmmsg with UDP GRO).
 start_zeek() {
-    local impl=RECVMMSG gro=F
-    [ "$1" = io_uring ] && impl=IO_URING
-    [ "$1" = udp_gro ] && gro=T
-    launch "$work" "$plugin" UDPTunnel::PacketSource "udp::$dst:$2:vxlan" "$2" \
+    local impl=RECVMMSG gro=F dir=$plugin rx=$1
+    case "$rx" in base-*) dir=$BASE_PLUGIN rx=${rx#base-} ;; esac
+    [ "$rx" = io_uring ] && impl=IO_URING
+    [ "$rx" = udp_gro ] && gro=T
+    launch "$work" "$dir" UDPTunnel::PacketSource "$prefix::$dst:$2:vxlan" "$2" \
         "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;
          redef PacketSource::UDP::udp_gro = $gro;
-         redef PacketSource::UDP::batch_wait = ${BATCH_WAIT:-200usec};"
+         ${BATCH_WAIT:+redef PacketSource::UDP::batch_wait = $BATCH_WAIT;}"
 }
 
 stop_zeek() {
@@ -184,10 +261,12 @@ run_soak() {
             path_encap=$encap; [ "$encap" = skip ] && path_encap=skip=16
             expect=$(python3 "$top/benches/mix.py" "$work/mix.pcap" "$encap")
             port=$(( 20000 + RANDOM % 20000 ))
-            "$udpsrc" listen "udp::127.0.0.1:$port:$path_encap" --receiver "$receiver" --json --quiet >"$work/listen.json" &
+            rm -f "$work/ready"
+            "$udpsrc" listen "udp::127.0.0.1:$port:$path_encap" --receiver "$receiver" --json --quiet \
+                --ready-file "$work/ready" >"$work/listen.json" &
             lpid=$!
             rss_watch "$lpid" "$work/rss" & : >"$work/rss"
-            sleep 0.5
+            for _ in $(seq 300); do [ -e "$work/ready" ] && break; sleep 0.02; done
             "$udpsrc" replay "$work/mix.pcap" --to "127.0.0.1:$port" --passthrough --loop "$per" --quiet >/dev/null
             sleep 1
             kill -INT "$lpid"; wait "$lpid" || { echo "listen crashed"; failed=1; }
@@ -228,11 +307,11 @@ run_scaling() {
             for w in $(seq "$n"); do
                 mkdir -p "$work/w$w"
                 impl=RECVMMSG; [ "$receiver" = io_uring ] && impl=IO_URING
-                launch "$work/w$w" "$plugin" UDPTunnel::PacketSource "udp::127.0.0.1:$port:vxlan" "" \
-                    "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;" 0.1
+                launch "$work/w$w" "$plugin" UDPTunnel::PacketSource "$prefix::127.0.0.1:$port:vxlan" "" \
+                    "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;" nowait
                 pids+=("$zpid")
             done
-            sleep 3
+            for p in "${pids[@]}"; do zeek_ready "$p" "$port"; done
             "$udpsrc" replay "$trace" --to "127.0.0.1:$port" --encap vxlan --loop "$loops" --quiet --json >"$work/replay.out"
             achieved=$(sed -n 's/.*"pps":\([0-9]*\).*/\1/p' "$work/replay.out")
             sleep 1
@@ -253,19 +332,24 @@ case "$mode" in
     scaling) run_scaling; exit 0 ;;
 esac
 
-# start_cpp <port>: Zeek with the C++ plugin instead of ours.
+# start_cpp <port>: Zeek with the C++ plugin (built in from Zeek 9.0) instead of ours.
 start_cpp() {
-    launch "$work" "$CPP_PLUGIN_DIR" Zeek::PacketSourceUDP "udp::$dst:$1:vxlan" "$1"
+    local dir=$cpp_dir
+    [ "$dir" = builtin ] && dir=
+    launch "$work" "$dir" "$cpp_name" "udp::$dst:$1:vxlan" "$1"
 }
 
-# start_afpacket: a vxlan device (VNI 42, port 4789 on loopback) and Zeek
+# start_afpacket: a vxlan device (VNI 42, on loopback, on a free port: tests
+# running beside may hold 4789) and Zeek
 # sniffing it with af_packet; sets zpid and port.
 start_afpacket() {
-    ip link add "$vxdev" type vxlan id 42 dstport 4789 local "$dst" dev "$lowdev"
+    for _ in 1 2 3 4 5; do
+        port=$(( 20000 + RANDOM % 20000 ))
+        ip link add "$vxdev" type vxlan id 42 dstport "$port" local "$dst" dev "$lowdev" 2>/dev/null && break
+    done
     # No IPv6 on it: its own neighbour discovery would add packets.
     sysctl -qw "net.ipv6.conf.$vxdev.disable_ipv6=1" || true
     ip link set "$vxdev" up
-    port=4789
     launch "$work" "" "" "af_packet::$vxdev" ""
 }
 
@@ -281,25 +365,35 @@ for _ in range(n):
     time.sleep(0.0002)
 print(f"# one 200 usec sleep and wake-up costs {(cpu() - c0) / n * 1e6:.1f} usec of CPU on this machine")
 PY
-printf '%-9s %-9s %10s %10s %10s %9s %12s %9s %9s\n' receiver rate sent received dropped "loss%" "cpu_s/Mpkt" "wakes/s" "rss_MiB"
+echo "# zeek $("$zc" --version), $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "# CPU s per Mpkt received: machine = zeek + sender (system time) + kernel threads (ksoftirqd${veth:+, napi})"
+printf '%-9s %-10s %8s %8s %8s %7s %8s %7s %7s %7s %8s %7s\n' receiver rate sent received dropped "loss%" machine zeek sender kthread "wakes/s" rss_MiB
 receivers="recvmmsg io_uring af_packet"
-if [ "$(id -u)" != 0 ] || ss -uln | grep -q ':4789 '; then
-    echo "# af_packet: SKIPPED (needs root to create a vxlan device, and UDP port 4789 free)"
+if [ "$(id -u)" != 0 ]; then
+    echo "# af_packet: SKIPPED (needs root to create a vxlan device)"
     receivers="recvmmsg io_uring"
 fi
 [ -n "$veth" ] && receivers="recvmmsg udp_gro io_uring af_packet"
-[ -n "${CPP_PLUGIN_DIR:-}" ] && receivers="$receivers cpp"
+[ -n "$cpp_dir" ] && receivers="$receivers cpp"
+[ -n "${BASE_PLUGIN:-}" ] && receivers="$receivers base-recvmmsg base-io_uring"
+# RECEIVERS="<rows>" picks rows (names as above) instead.
+receivers=${RECEIVERS:-$receivers}
+# Idle first, then the rows interleaved: for each round and rate, every
+# receiver in turn, so that a change in the machine's load between rows
+# hits all of them alike (compare rows of one round as ratios).
 for receiver in $receivers; do
-    if [ "$receiver" != af_packet ] && [ "$receiver" != cpp ]; then
-        port=$(( 20000 + RANDOM % 20000 ))
-        start_zeek "$receiver" "$port"
-        c0=$(cpu_ticks "$zpid"); sleep "$idle"; c1=$(cpu_ticks "$zpid")
-        stop_zeek
-        idle_pct=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v s="$idle" 'BEGIN { printf "%.2f", 100 * t / hz / s }')
-        echo "# $receiver idle CPU over ${idle}s: ${idle_pct}%"
-    fi
-    best=none
-    for rate in $rates; do
+    case "$receiver" in af_packet|cpp) continue ;; esac
+    port=$(( 20000 + RANDOM % 20000 ))
+    start_zeek "$receiver" "$port"
+    c0=$(cpu_ticks "$zpid"); sleep "$idle"; c1=$(cpu_ticks "$zpid")
+    stop_zeek
+    idle_pct=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v s="$idle" 'BEGIN { printf "%.2f", 100 * t / hz / s }')
+    echo "# $receiver idle CPU over ${idle}s: ${idle_pct}%"
+done
+declare -A best
+for round in $(seq "$repeat"); do
+  for rate in $rates; do
+    for receiver in $receivers; do
         if [ "$receiver" = af_packet ]; then
             start_afpacket
         elif [ "$receiver" = cpp ]; then
@@ -309,24 +403,32 @@ for receiver in $receivers; do
             port=$(( 20000 + RANDOM % 20000 ))
             start_zeek "$receiver" "$port"
         fi
-        c0=$(cpu_ticks "$zpid"); w0=$(wakes "$zpid"); t0=$(date +%s.%N)
+        c0=$(cpu_ticks "$zpid"); k0=$(kthread_ticks); w0=$(wakes "$zpid"); t0=$(date +%s.%N)
         pace=(); [ "$rate" != 0 ] && pace=(--pps "$rate")
-        "${sender[@]}" "$udpsrc" replay "$trace" --to "$dst:$port" --encap vxlan --vni 42 --loop "$loops" \
+        "${sender[@]}" /usr/bin/time -f '%U %S' -o "$work/sender.time" \
+            "$udpsrc" replay "$trace" --to "$dst:$port" --encap vxlan --vni 42 --loop "$loops" \
             --sport-fixed $((port + 1)) --quiet --json "${pace[@]}" >"$work/replay.out"
         achieved=$(sed -n 's/.*"pps":\([0-9]*\).*/\1/p' "$work/replay.out")
         sleep 1
-        c1=$(cpu_ticks "$zpid"); w1=$(wakes "$zpid"); t1=$(date +%s.%N)
+        c1=$(cpu_ticks "$zpid"); k1=$(kthread_ticks); w1=$(wakes "$zpid"); t1=$(date +%s.%N)
+        read -r su ss <"$work/sender.time"
         rss=$(peak_rss "$zpid")
         stop_zeek
         [ "$receiver" = af_packet ] && ip link del "$vxdev"
         read -r _ recvd dropped link < <(grep '^STATS' "$work/zeek.out" || echo "STATS 0 0 0")
         label=$rate; [ "$rate" = 0 ] && label="max:$achieved"
         awk -v r="$receiver" -v l="$label" -v s="$sent" -v rc="$recvd" -v d="$dropped" -v t=$((c1 - c0)) \
+            -v k=$((k1 - k0)) -v snd="$su $ss" \
             -v w=$((w1 - w0)) -v t0="$t0" -v t1="$t1" -v hz="$hz" -v rss="$rss" 'BEGIN {
             n = rc > 0 ? rc : 1
-            printf "%-9s %-9s %10d %10d %10d %9.3f %12.3f %9.0f %9.1f\n", r, l, s, rc, d, 100 * (s - rc) / s,
-                (t / hz) / n * 1e6, w / (t1 - t0), rss / 1024 }'
-        [ "$recvd" = "$sent" ] && best=$label
+            split(snd, u, " "); sender = u[2]
+            z = t / hz; kt = k / hz
+            printf "%-9s %-10s %8d %8d %8d %7.3f %8.3f %7.3f %7.3f %7.3f %8.0f %7.1f\n", r, l, s, rc, d, 100 * (s - rc) / s,
+                (z + sender + kt) / n * 1e6, z / n * 1e6, sender / n * 1e6, kt / n * 1e6, w / (t1 - t0), rss / 1024 }'
+        [ "$recvd" = "$sent" ] && [ "$round" = 1 ] && best[$receiver]=$label
     done
-    echo "# $receiver highest loss-free rate: $best"
+  done
+done
+for receiver in $receivers; do
+    echo "# $receiver highest loss-free rate (first round): ${best[$receiver]:-none}"
 done

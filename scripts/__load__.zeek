@@ -67,12 +67,14 @@ export {
 # declared the knobs above may not have this one.
 @ifndef ( PacketSource::UDP::batch_wait )
 export {
-	## After a receive that emptied the socket, hold the next one off until
-	## this long after it, so that datagrams gather and Zeek takes them in
+	## After a receive that emptied the socket, hold the next one off for
+	## at most this long, so that datagrams gather and Zeek takes them in
 	## one batch instead of waking for each (a full batch is followed at
-	## once). Bounds the latency it adds; 0sec turns it off. With no
-	## traffic Zeek sleeps on the socket as before.
-	const batch_wait: interval = 200usec &redef;
+	## once): the bound on the latency it adds; 0sec turns it off. The
+	## hold-off starts short after an idle spell and ends early when the
+	## socket's buffer could fill at the rate seen. With no traffic Zeek
+	## sleeps on the socket as before.
+	const batch_wait: interval = 5msec &redef;
 }
 @endif
 

@@ -8,11 +8,12 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
 
 use crate::decap::Inner;
 use crate::error::Error;
 use crate::gro::Coalescer;
-use crate::pace::Pacer;
+use crate::pace::{Pacer, Room};
 use crate::packet::Unwrap;
 use crate::path::{self, SourcePath};
 use crate::recv::{MmsgReceiver, Receiver, ReceiverKind, RecvMeta, UringReceiver};
@@ -115,14 +116,19 @@ impl Source {
             path.reorder.or(config.reorder),
             config.check_feed,
         );
+        let rx = receiver(&listener, &path, config)?;
+        let room = Room {
+            socket_bytes: listener.recv_buffer.granted,
+            receiver: rx.room(),
+        };
         Ok(Source {
-            rx: receiver(&listener, &path, config)?,
+            rx,
             listener,
             unwrap: Unwrap::new(&path, config.geneve_key_option),
             path,
             stats: Stats::default(),
             drops: DropCounter::default(),
-            pacer: Pacer::new(config.batch_wait),
+            pacer: Pacer::new(config.batch_wait, room),
             gro: Coalescer::default(),
             consecutive_errors: 0,
             failure: None,
@@ -306,17 +312,25 @@ impl Source {
             return Ok(Some(meta));
         }
         let from_kernel = !self.rx.has_pending();
-        if from_kernel && self.pacer.holding() {
-            return Ok(None);
+        let now = from_kernel.then(Instant::now);
+        if let Some(now) = now {
+            if self.pacer.holding(now) {
+                return Ok(None);
+            }
         }
         let received = self.rx.next();
         self.note_receive(&received);
-        let Some(meta) = received? else {
+        let received = received?;
+        if let Some(now) = now {
+            let (count, len) = match &received {
+                Some(meta) => (self.rx.batch_len(), meta.wire_len),
+                None => (0, 0),
+            };
+            self.pacer.received(now, count, len, self.rx.drained());
+        }
+        let Some(meta) = received else {
             return Ok(None);
         };
-        if from_kernel {
-            self.pacer.received(self.rx.drained());
-        }
         let (first, coalesced) = self.gro.start(meta);
         self.stats.coalesced += coalesced as u64;
         Ok(first)
@@ -360,7 +374,7 @@ impl Source {
     /// How to wait before calling [`Source::next_packet`] again: with
     /// packets held, no longer than until the first one's window ends.
     pub fn wait(&self) -> Wait {
-        let wait = self.pacer.wait(self.has_pending());
+        let wait = self.pacer.wait(Instant::now(), self.has_pending());
         let Some(expiry) = self.tap.as_ref().and_then(Tap::next_expiry) else {
             return wait;
         };

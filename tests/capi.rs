@@ -109,7 +109,7 @@ fn packets_rejects_and_stats_through_the_abi() {
             ),
             (16 << 20, 1024, 1024)
         );
-        assert_eq!(config.batch_wait_ns, 200_000, "Rust's default is the one");
+        assert_eq!(config.batch_wait_ns, 5_000_000, "Rust's default is the one");
         config.receiver = receiver;
         config.recv_buffer_size = 1 << 20;
         let mut err = [0 as c_char; 256];

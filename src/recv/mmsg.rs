@@ -211,6 +211,10 @@ impl Receiver for MmsgReceiver {
         self.filled < self.headers.len()
     }
 
+    fn batch_len(&self) -> usize {
+        self.filled
+    }
+
     fn kind(&self) -> ReceiverKind {
         ReceiverKind::Recvmmsg
     }

@@ -140,6 +140,17 @@ pub trait Receiver: Send {
     /// arrived since); it decides whether the next receive may wait.
     fn drained(&self) -> bool;
 
+    /// Datagrams (buffers, with UDP GRO) the last receive from the kernel
+    /// brought, for the pacer's rate estimate.
+    fn batch_len(&self) -> usize;
+
+    /// Datagrams the receiver can take in while the caller holds receives
+    /// off, where that room fills before the socket's buffer does; `None`:
+    /// it takes nothing until asked (see [`crate::pace::Room`]).
+    fn room(&self) -> Option<usize> {
+        None
+    }
+
     /// Which implementation this is.
     fn kind(&self) -> ReceiverKind;
 

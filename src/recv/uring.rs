@@ -230,6 +230,8 @@ pub struct UringReceiver {
     bufring: BufRing,
     buffers: Buffers,
     buffer_size: usize,
+    /// Provided buffers in the ring.
+    buffer_count: usize,
     msghdr: Box<libc::msghdr>,
     fd: RawFd,
     eventfd: OwnedFd,
@@ -297,6 +299,7 @@ impl UringReceiver {
             bufring,
             buffers,
             buffer_size,
+            buffer_count: usize::from(entries),
             msghdr,
             fd,
             eventfd,
@@ -663,6 +666,22 @@ impl Receiver for UringReceiver {
         !self.more_waiting
             && self.batch.len() < self.ring.params().cq_entries() as usize
             && self.batch.iter().all(|&(_, flags)| cqueue::more(flags))
+    }
+
+    fn batch_len(&self) -> usize {
+        self.batch.len()
+    }
+
+    fn room(&self) -> Option<usize> {
+        // With deferred task work, arriving datagrams stay in the socket
+        // until we ask; without it the kernel moves them into buffers and
+        // completions as they come, and the receive stops when either runs
+        // out.
+        if self.deferred {
+            return None;
+        }
+        let cq = self.ring.params().cq_entries() as usize;
+        Some(cq.min(self.buffer_count))
     }
 
     fn kind(&self) -> ReceiverKind {

@@ -317,22 +317,35 @@ fn open_writer(path: &Path, link: LinkType) -> Result<PcapNgWriter<BufWriter<Fil
 /// the deadline and the once-a-second line are seen in time), and no longer
 /// than the source asks (held packets' windows).
 fn wait(fd: i32, deadline: Option<Instant>, asked: Wait) {
-    let mut ms = match asked {
-        Wait::Now => return,
-        Wait::For(d) => d.as_micros().div_ceil(1000).min(100) as i32,
-        Wait::OnFd => 100i32,
+    let Some((fd, mut timeout)) = poll_target(fd, asked) else {
+        return;
     };
     if let Some(d) = deadline {
-        let left = d.saturating_duration_since(Instant::now()).as_millis();
-        ms = ms.min(left.min(100) as i32);
+        timeout = timeout.min(d.saturating_duration_since(Instant::now()));
     }
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, ms.max(0)) };
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: one valid pollfd (a negative fd is ignored) and a timespec.
+    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+}
+
+/// What to sleep on and for how long (under a second): a hold-off sleeps
+/// its time out without the fd, which is readable while datagrams gather
+/// (watching it would spin); `None`: do not sleep.
+fn poll_target(fd: i32, asked: Wait) -> Option<(i32, Duration)> {
+    let most = Duration::from_millis(100);
+    match asked {
+        Wait::Now => None,
+        Wait::For(d) => Some((-1, d.min(most))),
+        Wait::OnFd => Some((fd, most)),
+    }
 }
 
 /// The once-a-second statistics line.
@@ -436,4 +449,20 @@ fn json(s: &Stats, src: &Source, elapsed: Duration, beyond_count: u64) -> String
         rb.granted,
         elapsed.as_secs_f64()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_off_sleeps_without_the_fd() {
+        let d = Duration::from_micros(300);
+        assert_eq!(poll_target(7, Wait::For(d)), Some((-1, d)));
+        assert_eq!(
+            poll_target(7, Wait::OnFd),
+            Some((7, Duration::from_millis(100)))
+        );
+        assert_eq!(poll_target(7, Wait::Now), None);
+    }
 }
