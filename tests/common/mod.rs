@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod feeds;
+pub mod zeek;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
