@@ -172,13 +172,8 @@ fn assert_same_per_direction(got: &[Vec<u8>], want: &[Vec<u8>], dir: &impl Fn(&[
 #[test]
 fn a_feed_without_the_options_is_told_what_it_needs() {
     let frames = session();
-    let dir = direction(&frames);
     // Copies and early ACKs, over four connections.
-    let mut sends = Vec::new();
-    for port in 41000..41004 {
-        let (order, _) = acks_first(&with_client_port(&frames, port));
-        sends.extend(doubled(&order, dir));
-    }
+    let sends = messy_feed(&frames);
     let mut src = open(ReceiverKind::Recvmmsg, "vxlan");
     send(src.local_addr().unwrap(), &sends);
     drain(&mut src, sends.len() as u64);

@@ -1722,13 +1722,8 @@ mod tap {
         let z = zeek_or_skip!("tap::a_feed_that_needs_the_options_is_told_so_once");
         let dir = common::tmpdir("tap-advice");
         let frames = feeds::session();
-        let dir_of = feeds::direction(&frames);
         // Copies and early ACKs over four connections, as tests/tap.rs.
-        let mut sends = Vec::new();
-        for port in 41000..41004 {
-            let (order, _) = feeds::acks_first(&feeds::with_client_port(&frames, port));
-            sends.extend(feeds::doubled(&order, dir_of));
-        }
+        let sends = feeds::messy_feed(&frames);
         let run = live(z, &dir, "advice", "", "", &sends, sends.len());
         let stderr = run.stderr();
         for option in [":dedup", ":reorder"] {

@@ -222,6 +222,19 @@ pub fn with_client_port(frames: &[Vec<u8>], port: u16) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A feed that needs both options: every packet twice and ACKs before
+/// their data, over four connections (client ports 41000 to 41003), so the
+/// feed check sees enough to advise.
+pub fn messy_feed(frames: &[Vec<u8>]) -> Vec<Send> {
+    let dir = direction(frames);
+    let mut sends = Vec::new();
+    for port in 41000..41004 {
+        let (order, _) = acks_first(&with_client_port(frames, port));
+        sends.extend(doubled(&order, dir));
+    }
+    sends
+}
+
 /// [`normalized`] of each.
 pub fn norm_all(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
     frames.iter().map(|f| normalized(f)).collect()
