@@ -20,9 +20,8 @@
 //! Zeek (on 9.0+ `udp::` is Zeek's built-in UDP source).
 
 mod common;
-#[path = "../examples/multihost/flows.rs"]
-mod flows;
 
+use common::flows;
 use common::zeek::skip_or_fail;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
