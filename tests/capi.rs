@@ -464,8 +464,7 @@ fn dedup_and_reorder_through_the_abi_and_held_packets_outlive_shutdown() {
         .unwrap();
     order.remove(first);
     let n = n - 1;
-    let dir = direction(&frames);
-    let sends: Vec<Send> = order.iter().map(|f| (dir(f), vxlan(1, f))).collect();
+    let sends = once(&order, direction(&frames));
     send_from(to, &sends);
     let mut got = pump(src, |s| s.received == n && s.held > 0);
     let held = stats(src).held;

@@ -1584,11 +1584,7 @@ mod tap {
         let want = offline(z, &dir, &frames);
         let (order, moved) = feeds::acks_first(&frames);
         assert!(moved > 0);
-        let dir_of = feeds::direction(&frames);
-        let sends: Vec<Send> = order
-            .iter()
-            .map(|f| (dir_of(f), feeds::vxlan(1, f)))
-            .collect();
+        let sends = feeds::once(&order, feeds::direction(&frames));
         let run = live(
             z,
             &dir,
@@ -1660,11 +1656,7 @@ mod tap {
             .find(|&i| feeds::acks_for_unseen(&order[..i]) == 1)
             .unwrap();
         order.remove(first);
-        let dir_of = feeds::direction(&frames);
-        let sends: Vec<Send> = order
-            .iter()
-            .map(|f| (dir_of(f), feeds::vxlan(1, f)))
-            .collect();
+        let sends = feeds::once(&order, feeds::direction(&frames));
         let run_dir = dir.join("held");
         std::fs::create_dir_all(&run_dir).unwrap();
         let port = common::unique_port();

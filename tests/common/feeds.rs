@@ -178,6 +178,11 @@ pub fn vxlan(vni: u32, frame: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Every frame once, in VNI 1, from sender `sender_of(frame)`.
+pub fn once(frames: &[Vec<u8>], sender_of: impl Fn(&[u8]) -> usize) -> Vec<Send> {
+    frames.iter().map(|f| (sender_of(f), vxlan(1, f))).collect()
+}
+
 /// Every frame twice: sender 0 (VNI 1) and sender 1 (VNI 2, the far copy),
 /// the far copy first every third time. `sender_of` adds a sender offset
 /// per frame (for the two directions of (c)).
