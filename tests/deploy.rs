@@ -22,7 +22,7 @@
 mod common;
 
 use common::flows;
-use common::zeek::skip_or_fail;
+use common::zeek::{or_skip, skip_or_fail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -57,18 +57,6 @@ fn find_zeek() -> Result<Zeek, String> {
         prefix: common::zeek::prefix(&config)?,
         plugin_dir: common::zeek::build_plugin(&config)?,
     })
-}
-
-macro_rules! or_skip {
-    ($test:expr, $what:expr) => {
-        match $what {
-            Ok(v) => v,
-            Err(why) => {
-                skip_or_fail($test, &why);
-                return;
-            }
-        }
-    };
 }
 
 /// Polls `done` until it holds or WAIT passes; then panics with `why()`.

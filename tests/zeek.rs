@@ -19,7 +19,7 @@ mod common;
 #[path = "../build.rs"]
 mod build_script;
 
-use common::zeek::skip_or_fail;
+use common::zeek::or_skip;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::UdpSocket;
@@ -97,13 +97,7 @@ fn find_zeek() -> Result<Zeek, String> {
 
 macro_rules! zeek_or_skip {
     ($test:expr) => {
-        match zeek() {
-            Ok(z) => z,
-            Err(why) => {
-                skip_or_fail($test, &why);
-                return;
-            }
-        }
+        or_skip!($test, zeek())
     };
 }
 

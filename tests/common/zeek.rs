@@ -80,3 +80,20 @@ pub fn skip_or_fail(test: &str, why: &str) {
     }
     super::skipped(test, why);
 }
+
+/// The `Ok` value of `$what`, or else [`skip_or_fail`] with the `Err`
+/// (the reason) and return from the test.
+#[allow(unused_macros)] // only the Zeek tests use it
+macro_rules! or_skip {
+    ($test:expr, $what:expr) => {
+        match $what {
+            Ok(v) => v,
+            Err(why) => {
+                $crate::common::zeek::skip_or_fail($test, &why);
+                return;
+            }
+        }
+    };
+}
+#[allow(unused_imports)] // only the Zeek tests use it
+pub(crate) use or_skip;
