@@ -24,6 +24,22 @@ fn c_and_rust_agree_on_every_field() {
     assert_eq!(c, rust_layout().as_slice());
 }
 
+/// A 127.0.0.1 UDP port that was free a moment ago.
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The settings zus_config_default fills in, as the shim starts from.
+fn default_config() -> ZusConfig {
+    let mut config = ZusConfig::default();
+    unsafe { zus_config_default(&mut config) };
+    config
+}
+
 fn text(buf: &[c_char]) -> String {
     unsafe { CStr::from_ptr(buf.as_ptr()) }
         .to_string_lossy()
@@ -93,14 +109,9 @@ fn open_failures_come_back_as_messages() {
 #[test]
 fn packets_rejects_and_stats_through_the_abi() {
     for receiver in [0u32, 1] {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let path = CString::new(format!("udp::127.0.0.1:{port}:geneve+vxlan")).unwrap();
-        let mut config = ZusConfig::default();
-        unsafe { zus_config_default(&mut config) };
+        let mut config = default_config();
         assert_eq!(
             (
                 config.recv_buffer_size,
@@ -225,11 +236,7 @@ fn reject_names_cover_every_reason() {
 
 #[test]
 fn persistent_receive_errors_make_the_source_fatal() {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let path = CString::new(format!("udp::127.0.0.1:{port}")).unwrap();
     let mut err = [0 as c_char; 256];
     let src = unsafe { zus_open(path.as_ptr(), std::ptr::null(), err.as_mut_ptr(), err.len()) };
@@ -279,14 +286,9 @@ fn persistent_receive_errors_make_the_source_fatal() {
 
 #[test]
 fn settings_out_of_range_are_refused_naming_the_knob() {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let path = CString::new(format!("udp::127.0.0.1:{port}")).unwrap();
-    let mut base = ZusConfig::default();
-    unsafe { zus_config_default(&mut base) };
+    let base = default_config();
     let cases: [(ZusConfig, &str); 8] = [
         (
             ZusConfig {
@@ -357,11 +359,7 @@ fn settings_out_of_range_are_refused_naming_the_knob() {
 
 /// Opens `udp::127.0.0.1:<port>:vxlan` with `config`.
 fn open_vxlan(config: &ZusConfig) -> (*mut ZusSource, std::net::SocketAddr) {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let path = CString::new(format!("udp::127.0.0.1:{port}:vxlan")).unwrap();
     let mut err = [0 as c_char; 512];
     let src = unsafe { zus_open(path.as_ptr(), config, err.as_mut_ptr(), err.len()) };
@@ -423,8 +421,7 @@ fn dedup_and_reorder_through_the_abi_and_held_packets_outlive_shutdown() {
     use common::feeds::*;
     let frames = session();
     let n = frames.len() as u64;
-    let mut config = ZusConfig::default();
-    unsafe { zus_config_default(&mut config) };
+    let mut config = default_config();
     assert_eq!(
         (config.dedup_ns, config.reorder_ns),
         (0, 0),
@@ -467,8 +464,7 @@ fn dedup_and_reorder_through_the_abi_and_held_packets_outlive_shutdown() {
         .unwrap();
     order.remove(first);
     let n = n - 1;
-    let dir = direction(&frames);
-    let sends: Vec<Send> = order.iter().map(|f| (dir(f), vxlan(1, f))).collect();
+    let sends = once(&order, direction(&frames));
     send_from(to, &sends);
     let mut got = pump(src, |s| s.received == n && s.held > 0);
     let held = stats(src).held;
@@ -496,14 +492,8 @@ fn dedup_and_reorder_through_the_abi_and_held_packets_outlive_shutdown() {
 fn the_feed_check_advises_once_through_the_abi() {
     use common::feeds::*;
     let frames = session();
-    let dir = direction(&frames);
-    let mut sends = Vec::new();
-    for port in 41000..41004 {
-        let (order, _) = acks_first(&with_client_port(&frames, port));
-        sends.extend(doubled(&order, dir));
-    }
-    let mut config = ZusConfig::default();
-    unsafe { zus_config_default(&mut config) };
+    let sends = messy_feed(&frames);
+    let config = default_config();
     let (src, to) = open_vxlan(&config);
     send_from(to, &sends);
     pump(src, |s| s.received == sends.len() as u64);

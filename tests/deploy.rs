@@ -20,9 +20,9 @@
 //! Zeek (on 9.0+ `udp::` is Zeek's built-in UDP source).
 
 mod common;
-#[path = "../examples/multihost/flows.rs"]
-mod flows;
 
+use common::flows;
+use common::zeek::{or_skip, skip_or_fail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -52,72 +52,11 @@ fn zeek() -> Result<&'static Zeek, String> {
 }
 
 fn find_zeek() -> Result<Zeek, String> {
-    let config = std::env::var_os("ZEEK_CONFIG")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH")?)
-                .map(|d| d.join("zeek-config"))
-                .find(|p| p.is_file())
-        })
-        .ok_or("zeek-config not found (set ZEEK_CONFIG or put zeek-config on PATH)")?;
-    let out = Command::new(&config)
-        .arg("--prefix")
-        .output()
-        .map_err(|e| format!("{}: {e}", config.display()))?;
-    let prefix = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if !prefix.join("bin/zeek").is_file() {
-        return Err(format!("no zeek binary in {}/bin", prefix.display()));
-    }
+    let config = common::zeek::config()?;
     Ok(Zeek {
-        plugin_dir: build_plugin(&config)?,
-        prefix,
+        prefix: common::zeek::prefix(&config)?,
+        plugin_dir: common::zeek::build_plugin(&config)?,
     })
-}
-
-/// Builds the plugin with a nested cargo into the directory tests/zeek.rs
-/// uses, so the two share one build.
-fn build_plugin(config: &Path) -> Result<PathBuf, String> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = manifest.join("target/zeek-tests");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--lib", "--quiet", "--manifest-path"])
-        .arg(manifest.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .env("ZEEK_CONFIG", config)
-        .output()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "building the plugin failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let dir = target.join("debug/zeek-plugin");
-    if !dir.join("__zeek_plugin__").is_file() {
-        return Err(format!("the plugin build left no {}", dir.display()));
-    }
-    Ok(dir)
-}
-
-fn skip_or_fail(test: &str, why: &str) {
-    if std::env::var_os("REQUIRE_ZEEK").is_some_and(|v| v == "1") {
-        panic!("{test}: REQUIRE_ZEEK=1 but the test cannot run: {why}");
-    }
-    common::skipped(test, why);
-}
-
-macro_rules! or_skip {
-    ($test:expr, $what:expr) => {
-        match $what {
-            Ok(v) => v,
-            Err(why) => {
-                skip_or_fail($test, &why);
-                return;
-            }
-        }
-    };
 }
 
 /// Polls `done` until it holds or WAIT passes; then panics with `why()`.

@@ -214,6 +214,17 @@ fn oversized_datagrams_arrive_truncated_and_counted() {
     }
 }
 
+/// A GENEVE source on a free port whose key is option 0x0103:0x80.
+fn open_geneve_keyed(kind: ReceiverKind) -> zeek_udp_source::Source {
+    let mut path = zeek_udp_source::path::parse("127.0.0.1:1:geneve").unwrap();
+    path.addr.set_port(0);
+    let cfg = zeek_udp_source::Config {
+        geneve_key_option: Some((0x0103, 0x80)),
+        ..config(kind)
+    };
+    zeek_udp_source::Source::open_path(path, &cfg).unwrap()
+}
+
 #[test]
 fn a_configured_geneve_option_yields_its_value() {
     use zeek_udp_source::wire::geneve::parse_option_id;
@@ -223,13 +234,7 @@ fn a_configured_geneve_option_yields_its_value() {
         assert_eq!(parse_option_id(bad), None, "{bad}");
     }
     for kind in receivers() {
-        let mut path = zeek_udp_source::path::parse("127.0.0.1:1:geneve").unwrap();
-        path.addr.set_port(0);
-        let cfg = zeek_udp_source::Config {
-            geneve_key_option: Some((0x0103, 0x80)),
-            ..config(kind)
-        };
-        let mut src = zeek_udp_source::Source::open_path(path, &cfg).unwrap();
+        let mut src = open_geneve_keyed(kind);
         let mut with = Encoder::new(Encap::Geneve);
         GeneveOption::emit(0xffff, 1, &[9; 4], &mut with.geneve_options);
         GeneveOption::emit(
@@ -485,13 +490,7 @@ fn a_synthesized_ethernet_header_leaves_the_geneve_options_intact() {
         Geneve::emit(7, 0x0806, &opts, &mut d);
         d.extend_from_slice(&arp);
         for kind in receivers() {
-            let mut path = zeek_udp_source::path::parse("127.0.0.1:1:geneve").unwrap();
-            path.addr.set_port(0);
-            let cfg = zeek_udp_source::Config {
-                geneve_key_option: Some((0x0103, 0x80)),
-                ..config(kind)
-            };
-            let mut src = zeek_udp_source::Source::open_path(path, &cfg).unwrap();
+            let mut src = open_geneve_keyed(kind);
             let _tx = send_all(src.local_addr().unwrap(), std::slice::from_ref(&d));
             let got = collect(&mut src, 1, Duration::from_secs(5));
             let what = format!("{kind:?} options {}", opts.len());

@@ -113,7 +113,7 @@ fn b_reorder_delivers_data_before_its_ack() {
     let bad = acks_for_unseen(&sent_order);
     assert_eq!(bad, moved, "each moved ACK acknowledges unseen data");
     let dir = direction(&frames);
-    let sends: Vec<Send> = sent_order.iter().map(|f| (dir(f), vxlan(1, f))).collect();
+    let sends = once(&sent_order, dir);
     for kind in receivers() {
         let (got, s) = run(kind, &format!("vxlan:reorder={WINDOW}"), &sends);
         assert_eq!(acks_for_unseen(&got), 0, "{kind:?}: data before its ACK");
@@ -172,13 +172,8 @@ fn assert_same_per_direction(got: &[Vec<u8>], want: &[Vec<u8>], dir: &impl Fn(&[
 #[test]
 fn a_feed_without_the_options_is_told_what_it_needs() {
     let frames = session();
-    let dir = direction(&frames);
     // Copies and early ACKs, over four connections.
-    let mut sends = Vec::new();
-    for port in 41000..41004 {
-        let (order, _) = acks_first(&with_client_port(&frames, port));
-        sends.extend(doubled(&order, dir));
-    }
+    let sends = messy_feed(&frames);
     let mut src = open(ReceiverKind::Recvmmsg, "vxlan");
     send(src.local_addr().unwrap(), &sends);
     drain(&mut src, sends.len() as u64);
@@ -190,7 +185,7 @@ fn a_feed_without_the_options_is_told_what_it_needs() {
     assert!(advice[0].contains("add :dedup to the path"), "{advice:?}");
     assert!(advice[1].contains("add :reorder to the path"), "{advice:?}");
     // A clean feed says nothing.
-    let clean: Vec<Send> = frames.iter().map(|f| (0, vxlan(1, f))).collect();
+    let clean = once(&frames, |_| 0);
     let mut src = open(ReceiverKind::Recvmmsg, "vxlan");
     send(src.local_addr().unwrap(), &clean);
     drain(&mut src, clean.len() as u64);
@@ -286,8 +281,7 @@ fn a_geneve_copy_of_bare_ip_is_a_copy_of_the_ethernet_frame() {
 fn held_packets_taken_out_by_a_capture_filter_are_counted_and_released() {
     let frames = session();
     let (order, moved) = acks_first(&frames);
-    let dir = direction(&frames);
-    let sends: Vec<Send> = order.iter().map(|f| (dir(f), vxlan(1, f))).collect();
+    let sends = once(&order, direction(&frames));
     for kind in receivers() {
         let mut src = open(kind, &format!("vxlan:reorder={WINDOW}"));
         send(src.local_addr().unwrap(), &sends);

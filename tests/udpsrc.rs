@@ -301,30 +301,6 @@ fn ethernet_header(ethertype: u16) -> [u8; 14] {
     h
 }
 
-/// Zeek, from ZEEK_CONFIG, zeek-config on PATH or /opt/zeek*.
-fn zeek_binary() -> Option<PathBuf> {
-    let config = std::env::var_os("ZEEK_CONFIG")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH")?)
-                .map(|d| d.join("zeek-config"))
-                .find(|p| p.is_file())
-        });
-    if let Some(out) = config.and_then(|c| Command::new(c).arg("--prefix").output().ok()) {
-        let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/zeek");
-        if bin.is_file() {
-            return Some(bin);
-        }
-    }
-    std::fs::read_dir("/opt")
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("zeek"))
-        .map(|e| e.path().join("bin/zeek"))
-        .find(|p| p.is_file())
-}
-
 #[test]
 fn geneve_with_ethernet_and_raw_ip_gives_one_file_tcpdump_and_zeek_read() {
     let dir = common::tmpdir("mixed");
@@ -377,12 +353,8 @@ fn geneve_with_ethernet_and_raw_ip_gives_one_file_tcpdump_and_zeek_read() {
             assert_eq!(text.matches("IP6 ").count(), packets.len(), "{text}");
         }
     }
-    let Some(zeek) = zeek_binary() else {
-        assert!(
-            std::env::var_os("REQUIRE_ZEEK").is_none_or(|v| v != "1"),
-            "REQUIRE_ZEEK=1 but no Zeek found"
-        );
-        common::skipped(
+    let Some(zeek) = common::zeek::binary() else {
+        common::zeek::skip_or_fail(
             module_path!(),
             "zeek -r: no Zeek (ZEEK_CONFIG, zeek-config on PATH or /opt/zeek*)",
         );

@@ -19,6 +19,7 @@ mod common;
 #[path = "../build.rs"]
 mod build_script;
 
+use common::zeek::or_skip;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::UdpSocket;
@@ -52,29 +53,11 @@ fn zeek() -> Result<&'static Zeek, String> {
     ZEEK.get_or_init(find_zeek).as_ref().map_err(Clone::clone)
 }
 
-fn zeek_config() -> Result<PathBuf, String> {
-    std::env::var_os("ZEEK_CONFIG")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH")?)
-                .map(|d| d.join("zeek-config"))
-                .find(|p| p.is_file())
-        })
-        .ok_or_else(|| "zeek-config not found (set ZEEK_CONFIG or put zeek-config on PATH)".into())
-}
-
 fn find_zeek() -> Result<Zeek, String> {
-    let config = zeek_config()?;
-    let out = Command::new(&config)
-        .arg("--prefix")
-        .output()
-        .map_err(|e| format!("{}: {e}", config.display()))?;
-    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/zeek");
-    if !bin.is_file() {
-        return Err(format!("no zeek binary at {}", bin.display()));
-    }
-    let plugin_dir = build_plugin(&config);
+    let config = common::zeek::config()?;
+    let bin = common::zeek::prefix(&config)?.join("bin/zeek");
+    // A plugin that does not build is a failure, never a skip.
+    let plugin_dir = common::zeek::build_plugin(&config).unwrap_or_else(|e| panic!("{e}"));
     let listed = Command::new(&bin)
         .arg("-N")
         .env("ZEEK_PLUGIN_PATH", &plugin_dir)
@@ -112,52 +95,9 @@ fn find_zeek() -> Result<Zeek, String> {
     })
 }
 
-/// Builds the plugin (the cdylib, which `cargo test` does not link) once
-/// per test run, with a nested cargo into its own target directory so it
-/// does not wait on the outer cargo's lock.
-fn build_plugin(config: &Path) -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = manifest.join("target/zeek-tests");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--lib", "--quiet", "--manifest-path"])
-        .arg(manifest.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .env("ZEEK_CONFIG", config)
-        .output()
-        .expect("cannot run cargo to build the plugin");
-    assert!(
-        out.status.success(),
-        "building the plugin failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = target.join("debug/zeek-plugin");
-    assert!(
-        dir.join("__zeek_plugin__").is_file(),
-        "the plugin build left no {}",
-        dir.display()
-    );
-    dir
-}
-
-/// Reports a test that cannot run: SKIPPED, or a failure under
-/// REQUIRE_ZEEK=1, where a missing Zeek means the run proves nothing.
-fn skip_or_fail(test: &str, why: &str) {
-    if std::env::var_os("REQUIRE_ZEEK").is_some_and(|v| v == "1") {
-        panic!("{test}: REQUIRE_ZEEK=1 but the test cannot run: {why}");
-    }
-    common::skipped(test, why);
-}
-
 macro_rules! zeek_or_skip {
     ($test:expr) => {
-        match zeek() {
-            Ok(z) => z,
-            Err(why) => {
-                skip_or_fail($test, &why);
-                return;
-            }
-        }
+        or_skip!($test, zeek())
     };
 }
 
@@ -1638,11 +1578,7 @@ mod tap {
         let want = offline(z, &dir, &frames);
         let (order, moved) = feeds::acks_first(&frames);
         assert!(moved > 0);
-        let dir_of = feeds::direction(&frames);
-        let sends: Vec<Send> = order
-            .iter()
-            .map(|f| (dir_of(f), feeds::vxlan(1, f)))
-            .collect();
+        let sends = feeds::once(&order, feeds::direction(&frames));
         let run = live(
             z,
             &dir,
@@ -1714,11 +1650,7 @@ mod tap {
             .find(|&i| feeds::acks_for_unseen(&order[..i]) == 1)
             .unwrap();
         order.remove(first);
-        let dir_of = feeds::direction(&frames);
-        let sends: Vec<Send> = order
-            .iter()
-            .map(|f| (dir_of(f), feeds::vxlan(1, f)))
-            .collect();
+        let sends = feeds::once(&order, feeds::direction(&frames));
         let run_dir = dir.join("held");
         std::fs::create_dir_all(&run_dir).unwrap();
         let port = common::unique_port();
@@ -1776,13 +1708,8 @@ mod tap {
         let z = zeek_or_skip!("tap::a_feed_that_needs_the_options_is_told_so_once");
         let dir = common::tmpdir("tap-advice");
         let frames = feeds::session();
-        let dir_of = feeds::direction(&frames);
         // Copies and early ACKs over four connections, as tests/tap.rs.
-        let mut sends = Vec::new();
-        for port in 41000..41004 {
-            let (order, _) = feeds::acks_first(&feeds::with_client_port(&frames, port));
-            sends.extend(feeds::doubled(&order, dir_of));
-        }
+        let sends = feeds::messy_feed(&frames);
         let run = live(z, &dir, "advice", "", "", &sends, sends.len());
         let stderr = run.stderr();
         for option in [":dedup", ":reorder"] {

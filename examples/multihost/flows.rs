@@ -8,7 +8,8 @@
 //! how it is built, so the check compares against the generator, not against
 //! numbers written down by hand.
 //!
-//! Shared by `examples/multihost` (the lab's CLI) and `tests/deploy.rs`.
+//! Shared by `examples/multihost` (the lab's CLI) and the tests (as
+//! `common::flows`, which also builds `common::http_session` with it).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -107,13 +108,22 @@ pub fn frames(flow: &Flow) -> Vec<Vec<u8>> {
     let (get, resp) = payloads(&flow.uri, flow.body_len);
     let client = ([2, 0, 0, 0, 0, 1], flow.client.octets(), flow.client_port);
     let server = ([2, 0, 0, 0, 0, 2], flow.server.octets(), 80u16);
+    http_frames(client, server, &get, &resp)
+}
+
+/// An end of a connection: MAC address, IPv4 address, port.
+pub type End = ([u8; 6], [u8; 4], u16);
+
+/// The Ethernet frames of a whole TCP exchange (handshake, `get`, `resp`,
+/// both FINs) between `client` and `server`, with valid checksums.
+pub fn http_frames(client: End, server: End, get: &[u8], resp: &[u8]) -> Vec<Vec<u8>> {
     let (mut cseq, mut sseq) = (1000u32, 5000u32);
     let mut out = Vec::new();
     for (from_client, syn, ack, fin, data) in STEPS {
         let payload: &[u8] = match data {
             Data::None => &[],
-            Data::Get => &get,
-            Data::Resp => &resp,
+            Data::Get => get,
+            Data::Resp => resp,
         };
         let (src, dst, seq, ack_no) = if from_client {
             (client, server, cseq, sseq)

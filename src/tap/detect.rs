@@ -171,17 +171,10 @@ impl Detector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmsg::Timestamp;
-    use crate::link::LinkType;
     use crate::tap::hash::tests::tcp4;
 
     fn packet(data: &[u8], sec: i64, nsec: u32) -> Probe<'_> {
-        Probe {
-            data,
-            wire_len: data.len(),
-            timestamp: Timestamp { sec, nsec },
-            link_type: LinkType::En10Mb,
-        }
+        Probe::of(&crate::tap::tests::packet(data, sec, nsec))
     }
 
     /// The server's side: 10.0.0.2:80 -> 10.0.0.1:40000.

@@ -282,11 +282,12 @@ impl Tap {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::tap::hash::tests::tcp4;
 
-    fn packet(data: &[u8], sec: i64, nsec: u32) -> Packet<'_> {
+    /// An Ethernet packet of VNI 1 received at `sec`.`nsec`.
+    pub fn packet(data: &[u8], sec: i64, nsec: u32) -> Packet<'_> {
         Packet {
             data,
             wire_len: data.len(),

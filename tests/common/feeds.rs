@@ -178,6 +178,11 @@ pub fn vxlan(vni: u32, frame: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Every frame once, in VNI 1, from sender `sender_of(frame)`.
+pub fn once(frames: &[Vec<u8>], sender_of: impl Fn(&[u8]) -> usize) -> Vec<Send> {
+    frames.iter().map(|f| (sender_of(f), vxlan(1, f))).collect()
+}
+
 /// Every frame twice: sender 0 (VNI 1) and sender 1 (VNI 2, the far copy),
 /// the far copy first every third time. `sender_of` adds a sender offset
 /// per frame (for the two directions of (c)).
@@ -220,6 +225,19 @@ pub fn with_client_port(frames: &[Vec<u8>], port: u16) -> Vec<Vec<u8>> {
             f
         })
         .collect()
+}
+
+/// A feed that needs both options: every packet twice and ACKs before
+/// their data, over four connections (client ports 41000 to 41003), so the
+/// feed check sees enough to advise.
+pub fn messy_feed(frames: &[Vec<u8>]) -> Vec<Send> {
+    let dir = direction(frames);
+    let mut sends = Vec::new();
+    for port in 41000..41004 {
+        let (order, _) = acks_first(&with_client_port(frames, port));
+        sends.extend(doubled(&order, dir));
+    }
+    sends
 }
 
 /// [`normalized`] of each.

@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod feeds;
+#[path = "../../examples/multihost/flows.rs"]
+pub mod flows;
+pub mod zeek;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -344,58 +347,7 @@ pub fn http_session() -> Vec<Vec<u8>> {
         body.len()
     )
     .into_bytes();
-    let (mut cseq, mut sseq) = (1000u32, 5000u32);
-    let mut out = Vec::new();
-    // (from client?, syn, ack, fin, psh, payload)
-    let steps: Vec<(bool, bool, bool, bool, Vec<u8>)> = vec![
-        (true, true, false, false, vec![]),
-        (false, true, true, false, vec![]),
-        (true, false, true, false, vec![]),
-        (true, false, true, false, get),
-        (false, false, true, false, vec![]),
-        (false, false, true, false, resp),
-        (true, false, true, false, vec![]),
-        (true, false, true, true, vec![]),
-        (false, false, true, true, vec![]),
-        (true, false, true, false, vec![]),
-    ];
-    for (from_client, syn, ack, fin, payload) in steps {
-        let (src, dst) = if from_client {
-            (client, server)
-        } else {
-            (server, client)
-        };
-        let (seq, ack_no) = if from_client {
-            (cseq, sseq)
-        } else {
-            (sseq, cseq)
-        };
-        let mut b = etherparse::PacketBuilder::ethernet2(src.0, dst.0)
-            .ipv4(src.1, dst.1, 64)
-            .tcp(src.2, dst.2, seq, 64240);
-        if syn {
-            b = b.syn();
-        }
-        if ack {
-            b = b.ack(ack_no);
-        }
-        if fin {
-            b = b.fin();
-        }
-        if !payload.is_empty() {
-            b = b.psh();
-        }
-        let mut f = Vec::new();
-        b.write(&mut f, &payload).expect("build frame");
-        out.push(f);
-        let advance = payload.len() as u32 + u32::from(syn) + u32::from(fin);
-        if from_client {
-            cseq += advance;
-        } else {
-            sseq += advance;
-        }
-    }
-    out
+    flows::http_frames(client, server, &get, &resp)
 }
 
 /// Strips the 14-byte Ethernet header: the same packets as raw IP.
