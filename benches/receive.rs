@@ -28,8 +28,9 @@ fn datagram(size: usize) -> Vec<u8> {
     d
 }
 
-/// Sends `n` copies of `payload` to `to` with sendmmsg, in batches.
-fn fill(sock: &UdpSocket, to: SocketAddr, payload: &[u8], n: usize) {
+/// Sends `n` datagrams to `to` with sendmmsg, in batches, cycling through
+/// `payloads`.
+fn fill(sock: &UdpSocket, to: SocketAddr, payloads: &[Vec<u8>], n: usize) {
     let SocketAddr::V4(v4) = to else {
         unreachable!()
     };
@@ -41,16 +42,18 @@ fn fill(sock: &UdpSocket, to: SocketAddr, payload: &[u8], n: usize) {
         },
         sin_zero: [0; 8],
     };
-    let mut iov = libc::iovec {
-        iov_base: payload.as_ptr() as *mut _,
-        iov_len: payload.len(),
-    };
+    let mut iovs: Vec<libc::iovec> = payloads
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        })
+        .collect();
     let mut msgs: Vec<libc::mmsghdr> = (0..64)
         .map(|_| {
             let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
             m.msg_hdr.msg_name = &addr as *const _ as *mut _;
             m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            m.msg_hdr.msg_iov = &mut iov;
             m.msg_hdr.msg_iovlen = 1;
             m
         })
@@ -58,6 +61,9 @@ fn fill(sock: &UdpSocket, to: SocketAddr, payload: &[u8], n: usize) {
     let mut sent = 0;
     while sent < n {
         let batch = (n - sent).min(msgs.len());
+        for (i, m) in msgs[..batch].iter_mut().enumerate() {
+            m.msg_hdr.msg_iov = &mut iovs[(sent + i) % payloads.len()];
+        }
         let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), batch as u32, 0) };
         assert!(r > 0, "sendmmsg: {}", std::io::Error::last_os_error());
         sent += r as usize;
@@ -155,13 +161,13 @@ impl Drain for Source {
     }
 }
 
-fn run(rx: &mut dyn Drain, to: SocketAddr, payload: &[u8], iters: u64) -> Duration {
+fn run(rx: &mut dyn Drain, to: SocketAddr, payloads: &[Vec<u8>], iters: u64) -> Duration {
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut left = iters as usize;
     let mut total = Duration::ZERO;
     while left > 0 {
         let n = left.min(FILL);
-        fill(&tx, to, payload, n);
+        fill(&tx, to, payloads, n);
         let t = Instant::now();
         let got = rx.drain(n);
         total += t.elapsed();
@@ -184,7 +190,7 @@ fn bench(c: &mut Criterion) {
         let plain_to = listener.local_addr().unwrap();
         let mut plain = Plain::new(listener.socket);
         group.bench_function(BenchmarkId::new("plain_recvmmsg", size), |b| {
-            b.iter_custom(|iters| run(&mut plain, plain_to, &payload, iters))
+            b.iter_custom(|iters| run(&mut plain, plain_to, std::slice::from_ref(&payload), iters))
         });
         for kind in [ReceiverKind::Recvmmsg, ReceiverKind::IoUring] {
             let mut cfg = Config {
@@ -204,12 +210,66 @@ fn bench(c: &mut Criterion) {
             let mut src = Source::open_path(path, &cfg).unwrap();
             let to = src.local_addr().unwrap();
             group.bench_function(BenchmarkId::new(kind.name(), size), |b| {
-                b.iter_custom(|iters| run(&mut src, to, &payload, iters))
+                b.iter_custom(|iters| run(&mut src, to, std::slice::from_ref(&payload), iters))
             });
         }
     }
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// A TCP bulk transfer of `size`-byte segments in VXLAN, [`FILL`] distinct
+/// datagrams (copies of one would all be duplicates to dedup).
+fn tcp_stream(size: usize) -> Vec<Vec<u8>> {
+    (0..FILL as u32)
+        .map(|i| {
+            let mut frame = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4([10, 1, 1, 1], [10, 2, 2, 2], 64)
+                .tcp(
+                    40000 + (i % 64) as u16,
+                    80,
+                    i.wrapping_mul(size as u32),
+                    1024,
+                )
+                .write(&mut frame, &vec![i as u8; size])
+                .unwrap();
+            let mut d = Vec::new();
+            Encoder::new(Encap::Vxlan).encode(&frame, LinkType::En10Mb, &mut d);
+            d
+        })
+        .collect()
+}
+
+/// Issue "clean tap": what dedup and reorder (1 ms windows, the defaults of
+/// a bare option) cost per packet beside both off, side by side.
+fn tap(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tap");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4));
+    group.throughput(Throughput::Elements(1));
+    let window = Some(Duration::from_millis(1));
+    for size in [64usize, 512] {
+        let payloads = tcp_stream(size);
+        for (name, dedup, reorder) in [("off", None, None), ("dedup+reorder", window, window)] {
+            let cfg = Config {
+                recv_buffer_size: RCVBUF,
+                batch_wait: Duration::ZERO,
+                dedup,
+                reorder,
+                ..Config::default()
+            };
+            let mut path = zeek_udp_source::path::parse("127.0.0.1:1:vxlan").unwrap();
+            path.addr.set_port(0);
+            let mut src = Source::open_path(path, &cfg).unwrap();
+            let to = src.local_addr().unwrap();
+            group.bench_function(BenchmarkId::new(name, size), |b| {
+                b.iter_custom(|iters| run(&mut src, to, &payloads, iters))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, tap);
 criterion_main!(benches);
