@@ -178,12 +178,28 @@ fn run(rx: &mut dyn Drain, to: SocketAddr, payloads: &[Vec<u8>], iters: u64) -> 
     total
 }
 
-fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("receive");
+/// A group of per-packet timings, few samples (each fills the socket).
+fn group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(4));
     group.throughput(Throughput::Elements(1));
+    group
+}
+
+/// A VXLAN source on an ephemeral loopback port.
+fn vxlan_source(cfg: &Config) -> Source {
+    let mut path = zeek_udp_source::path::parse("127.0.0.1:1:vxlan").unwrap();
+    path.addr.set_port(0);
+    Source::open_path(path, cfg).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = group(c, "receive");
     for size in [64usize, 512, 1500] {
         let payload = datagram(size);
         let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), RCVBUF).unwrap();
@@ -205,9 +221,7 @@ fn bench(c: &mut Criterion) {
             if let Some(cq) = std::env::var("BENCH_CQ").ok().and_then(|v| v.parse().ok()) {
                 cfg.uring.cq_entries = cq;
             }
-            let mut path = zeek_udp_source::path::parse("127.0.0.1:1:vxlan").unwrap();
-            path.addr.set_port(0);
-            let mut src = Source::open_path(path, &cfg).unwrap();
+            let mut src = vxlan_source(&cfg);
             let to = src.local_addr().unwrap();
             group.bench_function(BenchmarkId::new(kind.name(), size), |b| {
                 b.iter_custom(|iters| run(&mut src, to, std::slice::from_ref(&payload), iters))
@@ -243,11 +257,7 @@ fn tcp_stream(size: usize) -> Vec<Vec<u8>> {
 /// Issue "clean tap": what dedup and reorder (1 ms windows, the defaults of
 /// a bare option) cost per packet beside both off, side by side.
 fn tap(c: &mut Criterion) {
-    let mut group = c.benchmark_group("tap");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(4));
-    group.throughput(Throughput::Elements(1));
+    let mut group = group(c, "tap");
     let window = Some(Duration::from_millis(1));
     for size in [64usize, 512] {
         let payloads = tcp_stream(size);
@@ -259,9 +269,7 @@ fn tap(c: &mut Criterion) {
                 reorder,
                 ..Config::default()
             };
-            let mut path = zeek_udp_source::path::parse("127.0.0.1:1:vxlan").unwrap();
-            path.addr.set_port(0);
-            let mut src = Source::open_path(path, &cfg).unwrap();
+            let mut src = vxlan_source(&cfg);
             let to = src.local_addr().unwrap();
             group.bench_function(BenchmarkId::new(name, size), |b| {
                 b.iter_custom(|iters| run(&mut src, to, &payloads, iters))
