@@ -48,6 +48,12 @@ pub fn flow_key(link: LinkType, packet: &[u8], wire_len: usize) -> Option<FlowKe
 impl FlowKey {
     /// The flow of a checked IP packet (see [`flow_key`]).
     pub fn of(ip: &Ip<'_>) -> Option<FlowKey> {
+        FlowKey::directed(ip).map(|(key, _)| key)
+    }
+
+    /// [`FlowKey::of`], and the packet's direction: 0 when its sender is
+    /// `a`, 1 when it is `b`.
+    pub fn directed(ip: &Ip<'_>) -> Option<(FlowKey, usize)> {
         let proto = ip.protocol();
         let (sport, dport) = match proto {
             TCP | UDP | SCTP if !ip.is_fragment() => {
@@ -60,12 +66,26 @@ impl FlowKey {
             _ => (0, 0),
         };
         let (src, dst) = ip.addresses();
-        let (a, b) = if (src, sport) <= (dst, dport) {
-            ((src, sport), (dst, dport))
-        } else {
-            ((dst, dport), (src, sport))
-        };
-        Some(FlowKey { a, b, proto })
+        // Compared as numbers: the order of the bytes, in fewer steps.
+        let forward = (u128::from_be_bytes(src), sport) <= (u128::from_be_bytes(dst), dport);
+        Some(match forward {
+            true => (
+                FlowKey {
+                    a: (src, sport),
+                    b: (dst, dport),
+                    proto,
+                },
+                0,
+            ),
+            false => (
+                FlowKey {
+                    a: (dst, dport),
+                    b: (src, sport),
+                    proto,
+                },
+                1,
+            ),
+        })
     }
 
     /// The symmetric flow hash: the XOR of the address words and the ports

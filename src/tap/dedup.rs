@@ -18,20 +18,29 @@
 //! The window is measured from the first copy and a copy does not renew
 //! it, so a stream of identical packets is not suppressed for ever.
 //!
-//! Bound: [`slots_for`] slots of 16 bytes, fixed at start: 8 per
-//! microsecond of window, at least 4096 and at most 2^20 (16 MiB, for
-//! windows of 131 ms and more). A flood of unique packets only overwrites
+//! Bound: [`slots_for`] slots of 16 bytes, fixed at start: 4 per
+//! microsecond of window, at least 1024 and at most 2^20 (16 MiB, for
+//! windows of 262 ms and more). A flood of unique packets only overwrites
 //! slots; it cannot grow the table.
+//!
+//! Why 4 per microsecond: one source takes at most about 1 Mpkt/s (one
+//! thread), so at most a quarter of the table is live at once. A packet
+//! then finds its bucket full about 2% of the time (at 250 kpkt/s, 1 in
+//! 6,000) and overwrites the oldest entry, mostly older than the copy it
+//! would catch (copies come 20-200 us apart). A table twice as big costs
+//! every packet more cache misses (64 KiB at 1 ms stays in a core's L2
+//! cache beside the receive buffers better than 128 KiB) for room a single
+//! source seldom uses.
 
 use std::time::Duration;
 
 use super::hash::PacketHasher;
-use crate::link::LinkType;
+use super::parsed::Parsed;
 
 /// Slots per bucket: 4 x 16 bytes, one cache line.
 pub const WAYS: usize = 4;
 /// Fewest and most slots.
-pub const MIN_SLOTS: usize = 4096;
+pub const MIN_SLOTS: usize = 1024;
 /// See [`MIN_SLOTS`].
 pub const MAX_SLOTS: usize = 1 << 20;
 
@@ -52,11 +61,12 @@ pub struct Dedup {
     overwritten: u64,
 }
 
-/// Slots for a window: room for 8 packets per microsecond of it (twice a
-/// receive rate of 4 Mpps), within [`MIN_SLOTS`]..=[`MAX_SLOTS`].
+/// Slots for a window: room for 4 packets per microsecond of it (four
+/// times what one source receives at 1 Mpkt/s), within
+/// [`MIN_SLOTS`]..=[`MAX_SLOTS`].
 pub fn slots_for(window: Duration) -> usize {
     let us = usize::try_from(window.as_micros()).unwrap_or(usize::MAX);
-    us.saturating_mul(8)
+    us.saturating_mul(4)
         .clamp(MIN_SLOTS, MAX_SLOTS)
         .next_power_of_two()
 }
@@ -97,15 +107,32 @@ impl Dedup {
 
     /// Is this packet (received at `at`, ns) a copy of one seen within the
     /// window? If not, it is remembered.
-    pub fn is_copy(&mut self, link: LinkType, data: &[u8], wire_len: usize, at: u64) -> bool {
-        let hash = self.hasher.packet(link, data, wire_len);
+    pub fn is_copy(&mut self, p: &Parsed<'_>, at: u64) -> bool {
+        let hash = self.hash(p);
         self.seen(hash, at)
+    }
+
+    /// The hash [`Dedup::seen`] takes.
+    pub fn hash(&self, p: &Parsed<'_>) -> u64 {
+        self.hasher.parsed(p)
+    }
+
+    /// Starts loading the bucket of `hash`, which [`Dedup::seen`] reads;
+    /// returns `hash`.
+    pub fn prefetch(&self, hash: u64) -> u64 {
+        super::prefetch(&self.slots[self.bucket(hash)]);
+        hash
+    }
+
+    /// The first slot of `hash`'s bucket.
+    fn bucket(&self, hash: u64) -> usize {
+        ((hash >> 32) as usize & (self.buckets - 1)) * WAYS
     }
 
     /// [`Dedup::is_copy`] for a hash already made.
     pub fn seen(&mut self, hash: u64, at: u64) -> bool {
         let at = at | 1;
-        let bucket = ((hash >> 32) as usize & (self.buckets - 1)) * WAYS;
+        let bucket = self.bucket(hash);
         let window = self.window;
         let live = |s: &Slot| s.at != 0 && s.at.abs_diff(at) <= window;
         let ways = &mut self.slots[bucket..bucket + WAYS];
@@ -127,6 +154,7 @@ impl Dedup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::LinkType;
     use crate::tap::hash::tests::tcp4;
 
     const MS: u64 = 1_000_000;
@@ -142,7 +170,8 @@ mod tests {
         let a = tcp4(64, 1, 1, b"GET /");
         let copy = tcp4(63, 1, 1, b"GET /");
         let t0 = 1_000 * MS;
-        let is_copy = |d: &mut Dedup, p: &[u8], at| d.is_copy(LinkType::En10Mb, p, p.len(), at);
+        let is_copy =
+            |d: &mut Dedup, p: &[u8], at| d.is_copy(&Parsed::new(LinkType::En10Mb, p, p.len()), at);
         assert!(!is_copy(&mut d, &a, t0));
         assert!(is_copy(&mut d, &copy, t0 + 200_000), "200 us later, TTL-1");
         assert!(is_copy(&mut d, &copy, t0 + MS), "at the window's edge");
@@ -196,7 +225,7 @@ mod tests {
     #[test]
     fn slots_follow_the_window_within_bounds() {
         assert_eq!(slots_for(Duration::from_micros(10)), MIN_SLOTS);
-        assert_eq!(slots_for(Duration::from_millis(1)), 8192);
+        assert_eq!(slots_for(Duration::from_millis(1)), 4096);
         assert_eq!(slots_for(Duration::from_secs(1)), MAX_SLOTS);
         assert_eq!(Dedup::new(Duration::from_secs(1)).memory(), 16 << 20);
     }

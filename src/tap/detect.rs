@@ -16,11 +16,12 @@
 
 use std::fmt;
 
-use super::Probe;
 use super::dedup::Dedup;
 use super::hash::PacketHasher;
+use super::parsed::Parsed;
 use super::tcp::{self, Flows, after};
 use super::{DEFAULT_DEDUP_WINDOW, nanos};
+use crate::cmsg::Timestamp;
 
 /// Packets checked per second.
 pub const BURST: u32 = 512;
@@ -91,15 +92,16 @@ impl Detector {
         self.left > 0
     }
 
-    /// Looks at a packet (if it falls in this second's burst).
-    pub fn observe(&mut self, p: &Probe<'_>) {
-        if !self.due(p.timestamp.sec) {
+    /// Looks at a packet received at `timestamp` (if it falls in this
+    /// second's burst).
+    pub fn observe(&mut self, p: &Parsed<'_>, timestamp: Timestamp) {
+        if !self.due(timestamp.sec) {
             return;
         }
         self.left -= 1;
-        let at = nanos(p.timestamp);
+        let at = nanos(timestamp);
         if let Some(d) = &mut self.dups {
-            self.duplicates += u64::from(d.is_copy(p.link_type, p.data, p.wire_len, at));
+            self.duplicates += u64::from(d.is_copy(p, at));
         }
         if self.flows.is_some() {
             self.early_acks += u64::from(self.late_data(p, at));
@@ -107,11 +109,8 @@ impl Detector {
     }
 
     /// Is `p` data that an ACK seen earlier acknowledged before it came?
-    fn late_data(&mut self, p: &Probe<'_>, at: u64) -> bool {
-        let (Some(flows), Some(seg)) = (
-            self.flows.as_mut(),
-            tcp::segment(p.link_type, p.data, p.wire_len),
-        ) else {
+    fn late_data(&mut self, p: &Parsed<'_>, at: u64) -> bool {
+        let (Some(flows), Some(seg)) = (self.flows.as_mut(), tcp::segment(p)) else {
             return false;
         };
         let Some(slot) = flows.slot(&seg.key, at) else {
@@ -173,8 +172,10 @@ mod tests {
     use super::*;
     use crate::tap::hash::tests::tcp4;
 
-    fn packet(data: &[u8], sec: i64, nsec: u32) -> Probe<'_> {
-        Probe::of(&crate::tap::tests::packet(data, sec, nsec))
+    /// `d` observes an Ethernet packet received at `sec`.`nsec`.
+    fn look(d: &mut Detector, data: &[u8], sec: i64, nsec: u32) {
+        let p = Parsed::new(crate::link::LinkType::En10Mb, data, data.len());
+        d.observe(&p, Timestamp { sec, nsec });
     }
 
     /// The server's side: 10.0.0.2:80 -> 10.0.0.1:40000.
@@ -193,14 +194,14 @@ mod tests {
         let mut d = Detector::new(true, false);
         for i in 0..100u32 {
             let p = tcp4(64, i * 10, 1, b"0123456789");
-            d.observe(&packet(&p, 100, i * 1000));
+            look(&mut d, &p, 100, i * 1000);
         }
         assert_eq!((d.duplicates(), d.advice()), (0, None));
         for i in 0..4u32 {
             let p = tcp4(64, 5000 + i, 1, b"x");
             let copy = tcp4(63, 5000 + i, 1, b"x");
-            d.observe(&packet(&p, 101, i * 1000));
-            d.observe(&packet(&copy, 101, i * 1000 + 150_000));
+            look(&mut d, &p, 101, i * 1000);
+            look(&mut d, &copy, 101, i * 1000 + 150_000);
         }
         assert_eq!(d.advice(), Some(Advice::Duplicates(4)));
         assert_eq!(d.advice(), None, "once");
@@ -212,7 +213,7 @@ mod tests {
         let mut t = 0u32;
         let mut feed = |d: &mut Detector, p: Vec<u8>| {
             t += 10_000;
-            d.observe(&packet(&p, 200, t));
+            look(d, &p, 200, t);
         };
         feed(&mut d, tcp4(64, 100, 1000, b"req"));
         feed(&mut d, reply(1000, 103, b"hello"));
@@ -242,13 +243,13 @@ mod tests {
         // Past the burst in one second, copies go unseen.
         for i in 0..BURST {
             let q = tcp4(64, 10 + i, 1, b"y");
-            d.observe(&packet(&q, 300, i));
+            look(&mut d, &q, 300, i);
         }
-        d.observe(&packet(&p, 300, 600_000));
-        d.observe(&packet(&p, 300, 600_100));
+        look(&mut d, &p, 300, 600_000);
+        look(&mut d, &p, 300, 600_100);
         assert_eq!(d.duplicates(), 0);
-        d.observe(&packet(&p, 301, 0));
-        d.observe(&packet(&p, 301, 100));
+        look(&mut d, &p, 301, 0);
+        look(&mut d, &p, 301, 100);
         assert_eq!(d.duplicates(), 1, "a new second, a new burst");
     }
 }

@@ -11,23 +11,40 @@
 //!   where a VXLAN copy carries Ethernet. The hash starts at the IP header.
 //! - Padding after the IP packet (an Ethernet frame padded to 60 bytes).
 //!
-//! Everything else counts: DSCP/ECN, IP ID, options, the transport checksum
-//! and the whole payload (Arkime hashes headers only; a payload-blind hash
-//! would merge two packets that differ only in their data). The length on
-//! the wire counts too, so a truncated copy never matches a whole one. A
-//! packet that is not IP is hashed whole, link layer included.
+//! Everything else counts: DSCP/ECN, IP ID, options, the transport header
+//! with its checksum, and the payload. The length on the wire and the
+//! captured length count too, so a truncated copy never matches a whole
+//! one. A packet that is not IP is hashed the same way from its first byte,
+//! link layer included.
+//!
+//! How much is read: the first [`HEAD`] bytes from the IP header on (the IP
+//! and transport headers and the start of the payload) and the last
+//! [`TAIL`] captured bytes, not the middle of a long payload. A copy made on
+//! the way is the same bytes, so what tells two packets apart is their
+//! headers: IP ID, sequence and acknowledgment numbers, TCP timestamps, and
+//! the transport checksum, which covers the whole payload (TCP, UDP, ICMP,
+//! SCTP); the tail holds what trails a payload (an ESP packet's integrity
+//! check). Two packets that match in all of that within the window are one
+//! packet sent again with the same checksum: a retransmission, of which
+//! the receiving host keeps the first as well. Reading the middle of every
+//! payload would cost the source what Zeek alone otherwise pays: the cache
+//! lines of a payload the source never touches (Arkime hashes headers
+//! only).
 //!
 //! The seed is random per source, so a sender cannot craft packets that
 //! collide with someone else's to have them suppressed.
 
 use std::hash::{BuildHasher, Hasher as _};
 
+use super::parsed::Parsed;
 use crate::link::LinkType;
-use crate::wire::{Ip, ethernet};
+use crate::wire::Ip;
 
-/// Bytes of the IP header copied to clear TTL and checksum: any IPv4
-/// header (60 at most) and the IPv6 fixed header.
-const HEAD: usize = 64;
+/// Bytes read from the start of the IP header, copied to clear TTL and
+/// checksum: the largest IPv4 header (60) and TCP header (60) and more.
+pub const HEAD: usize = 128;
+/// Bytes read from the end of what was captured, past [`HEAD`].
+pub const TAIL: usize = 16;
 
 /// A seeded hash of normalized inner packets.
 #[derive(Clone, Copy, Debug)]
@@ -58,21 +75,21 @@ impl PacketHasher {
     /// The hash of a packet of `link` whose captured bytes are `data`,
     /// `wire_len` long on the wire.
     pub fn packet(&self, link: LinkType, data: &[u8], wire_len: usize) -> u64 {
-        let wire_len = wire_len.max(data.len());
-        match ip_start(link, data) {
-            Some(at) => match Ip::new_checked(&data[at..], wire_len - at) {
-                Ok(ip) => self.ip(&ip, &data[at..]),
-                Err(_) => self.whole(data, wire_len),
-            },
-            None => self.whole(data, wire_len),
+        self.parsed(&Parsed::new(link, data, wire_len))
+    }
+
+    /// The hash of a packet whose IP layer has been found.
+    pub fn parsed(&self, p: &Parsed<'_>) -> u64 {
+        match &p.ip {
+            Some((at, ip)) => self.ip(ip, &p.data[*at..]),
+            None => self.sampled(!self.k1, p.data, p.data, p.wire_len),
         }
     }
 
     fn ip(&self, ip: &Ip<'_>, bytes: &[u8]) -> u64 {
         // Captured bytes of the packet, without what follows its length.
         let len = (ip.header_len() + ip.payload().len()).min(bytes.len());
-        let bytes = &bytes[..len];
-        let n = bytes.len().min(HEAD);
+        let n = len.min(HEAD);
         let mut head = [0u8; HEAD];
         head[..n].copy_from_slice(&bytes[..n]);
         match ip {
@@ -84,13 +101,18 @@ impl PacketHasher {
             Ip::V6(_) => head[7] = 0,
         }
         let on_wire = ip.header_len() + ip.payload_len();
-        let h = self.absorb(self.k1, &head[..n]);
-        let h = self.absorb(h, &bytes[n..]);
-        self.round(h, on_wire as u64)
+        self.sampled(self.k1, &head[..n], &bytes[..len], on_wire)
     }
 
-    fn whole(&self, data: &[u8], wire_len: usize) -> u64 {
-        let h = self.absorb(!self.k1, data);
+    /// `head` (the first bytes as hashed, [`HEAD`] at most), the last
+    /// [`TAIL`] bytes of the rest of `bytes`, the captured length and
+    /// `wire_len`.
+    fn sampled(&self, seed: u64, head: &[u8], bytes: &[u8], wire_len: usize) -> u64 {
+        let head = &head[..head.len().min(HEAD)];
+        let h = self.absorb(seed, head);
+        let rest = &bytes[head.len()..];
+        let h = self.absorb(h, &rest[rest.len().saturating_sub(TAIL)..]);
+        let h = self.round(h, bytes.len() as u64);
         self.round(h, wire_len as u64)
     }
 
@@ -137,15 +159,6 @@ fn word(block: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(&block[at..at + 8]);
     u64::from_le_bytes(w)
-}
-
-/// Where the IP header starts in a packet of `link`, if it is IP.
-pub fn ip_start(link: LinkType, data: &[u8]) -> Option<usize> {
-    match link {
-        LinkType::Raw => Some(0),
-        LinkType::En10Mb => ethernet::ip_payload(data).map(|ip| data.len() - ip.len()),
-        LinkType::Ppp => None,
-    }
 }
 
 #[cfg(test)]
@@ -213,6 +226,29 @@ pub(crate) mod tests {
             hash(&a),
             "the seed changes every hash"
         );
+    }
+
+    #[test]
+    fn the_middle_of_a_long_payload_counts_through_the_checksum_alone() {
+        let hash = |p: &[u8]| h().packet(LinkType::En10Mb, p, p.len());
+        let payload: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
+        let a = tcp4(64, 1, 2, &payload);
+        // Two 16-bit words of the middle swapped: the one's complement sum,
+        // so the TCP checksum, stays the same, and only the middle changed.
+        let mut b = a.clone();
+        let at = 14 + 20 + 20 + 400;
+        let (x, y) = (b[at..at + 2].to_vec(), b[at + 100..at + 102].to_vec());
+        b[at..at + 2].copy_from_slice(&y);
+        b[at + 100..at + 102].copy_from_slice(&x);
+        assert_ne!(a, b);
+        assert_eq!(hash(&a), hash(&b), "read: the head and the tail");
+        // The same change with its checksum, as a sender makes it.
+        let mut other = payload.clone();
+        other[450] ^= 1;
+        assert_ne!(hash(&tcp4(64, 1, 2, &other)), hash(&a));
+        let mut tail = b.clone();
+        *tail.last_mut().unwrap() ^= 1;
+        assert_ne!(hash(&tail), hash(&b), "the tail is read");
     }
 
     #[test]

@@ -31,9 +31,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use super::parsed::Parsed;
 use super::pool::OwnedPacket;
 use super::tcp::{self, Flows, Segment, after};
-use super::{Admit, Probe, nanos, window_ns};
+use super::{Admit, nanos, window_ns};
 use crate::source::Packet;
 
 /// Flows tracked per source.
@@ -175,7 +176,8 @@ impl Reorder {
 
     /// Delivers `p` at once or holds a copy of it.
     pub fn admit(&mut self, p: &Packet<'_>) -> Admit {
-        match self.decide(&Probe::of(p)) {
+        let seg = tcp::segment(&Parsed::new(p.link_type, p.data, p.wire_len));
+        match self.decide(nanos(p.timestamp), seg) {
             None => Admit::Deliver,
             Some(hold) => {
                 self.hold(p, hold);
@@ -184,13 +186,22 @@ impl Reorder {
         }
     }
 
-    /// Whether a packet just received must be held; `None`: it is delivered
-    /// now (and counted as such).
-    pub fn decide(&mut self, probe: &Probe<'_>) -> Option<Hold> {
-        let at = nanos(probe.timestamp);
+    /// Starts loading the flow state of `seg`, which [`Reorder::decide`]
+    /// reads; returns `seg`.
+    pub fn prefetch(&self, seg: Option<Segment>) -> Option<Segment> {
+        if let Some(s) = &seg {
+            self.flows.prefetch(&s.key);
+        }
+        seg
+    }
+
+    /// Whether a packet just received at `at` (ns), with this TCP segment
+    /// if it is one, must be held; `None`: it is delivered now (and counted
+    /// as such).
+    pub fn decide(&mut self, at: u64, seg: Option<Segment>) -> Option<Hold> {
         self.now = self.now.max(at);
         self.arrivals += 1;
-        let seg = tcp::segment(probe.link_type, probe.data, probe.wire_len)?;
+        let seg = seg?;
         let slot = self.flows.slot(&seg.key, self.now)?;
         let wait = self.wanted(slot, &seg);
         if wait.is_none() && self.flows.get(slot).dirs[seg.dir].held == 0 {

@@ -2,11 +2,9 @@
 //! per-flow sequence state.
 
 use crate::flow::FlowKey;
-use crate::link::LinkType;
-use crate::wire::Ip;
 use crate::wire::ip::TCP;
 
-use super::hash::ip_start;
+use super::parsed::Parsed;
 
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
@@ -29,11 +27,10 @@ pub struct Segment {
     pub end: u32,
 }
 
-/// The segment in a packet of `link`, if it is a whole TCP header (not a
-/// fragment, header captured).
-pub fn segment(link: LinkType, data: &[u8], wire_len: usize) -> Option<Segment> {
-    let at = ip_start(link, data)?;
-    let ip = Ip::new_checked(&data[at..], wire_len.max(data.len()) - at).ok()?;
+/// The segment in a packet, if it is a whole TCP header (not a fragment,
+/// header captured).
+pub fn segment(p: &Parsed<'_>) -> Option<Segment> {
+    let (_, ip) = p.ip.as_ref()?;
     if ip.protocol() != TCP || ip.is_fragment() {
         return None;
     }
@@ -43,10 +40,8 @@ pub fn segment(link: LinkType, data: &[u8], wire_len: usize) -> Option<Segment> 
         return None;
     }
     let word = |i: usize| u32::from_be_bytes([tcp[i], tcp[i + 1], tcp[i + 2], tcp[i + 3]]);
-    let (sport, flags) = (u16::from_be_bytes([tcp[0], tcp[1]]), tcp[13]);
-    let key = FlowKey::of(&ip)?;
-    let (src, _) = ip.addresses();
-    let dir = usize::from(key.a != (src, sport));
+    let flags = tcp[13];
+    let (key, dir) = FlowKey::directed(ip)?;
     let seq = word(4);
     // Sequence space is modular: a length past 2^32 wraps like the numbers.
     let data_len = ip.payload_len().saturating_sub(header_len) as u32;
@@ -133,10 +128,24 @@ impl Flows {
         self.slots.len() * std::mem::size_of::<Flow>()
     }
 
+    /// The first slot of `key`'s bucket.
+    fn bucket(&self, key: &FlowKey) -> usize {
+        (key.hash() as usize & (self.buckets - 1)) * WAYS
+    }
+
+    /// Starts loading the keys of `key`'s bucket, which [`Flows::slot`]
+    /// compares.
+    pub fn prefetch(&self, key: &FlowKey) {
+        let start = self.bucket(key);
+        for flow in &self.slots[start..start + WAYS] {
+            super::prefetch(flow);
+        }
+    }
+
     /// The slot of `key`'s flow, made if need be; `None` when its bucket
     /// is all flows holding packets.
     pub fn slot(&mut self, key: &FlowKey, now: u64) -> Option<usize> {
-        let start = (key.hash() as usize & (self.buckets - 1)) * WAYS;
+        let start = self.bucket(key);
         let idle = self.idle;
         let ways = &mut self.slots[start..start + WAYS];
         let stale = |f: &Flow| now.saturating_sub(f.used) > idle && !f.pinned();
@@ -168,7 +177,12 @@ impl Flows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::LinkType;
     use crate::tap::hash::tests::tcp4;
+
+    fn segment(link: LinkType, data: &[u8], wire_len: usize) -> Option<Segment> {
+        super::segment(&Parsed::new(link, data, wire_len))
+    }
 
     #[test]
     fn segments_have_direction_sequence_space_and_ack() {
