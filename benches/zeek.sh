@@ -6,14 +6,15 @@
 #   benches/zeek.sh --scaling      # 1, 2 and 4 Zeek processes on one port
 #   benches/zeek.sh --veth [...]   # the rates table over a veth pair (root)
 #   benches/zeek.sh --local [...]  # Zeek with its default `local` scripts, not -b
-#   benches/zeek.sh --trace F [...]  # replay the inner frames of classic pcap F (looped)
+#   benches/zeek.sh --trace F [...]  # replay the inner frames of classic pcap F (looped),
+#                                    # e.g. benches/flows.py's (see dedup and reorder below)
 #
 # As root, the rates table also has `af_packet` rows: Zeek sniffing a kernel
 # vxlan device (the kernel decapsulates) under the same load, for
 # comparison. The script creates the device itself and removes it; without
 # root those rows say SKIPPED.
 #
-# For each receiver (recvmmsg, io_uring) it reports:
+# For each receiver (recvmmsg, io_uring; more below) it reports:
 #   - idle CPU of `zeek -b -i udp::...` over --idle seconds with no traffic;
 #   - for each rate (0 = as fast as udpsrc sends): packets sent, what Zeek's
 #     own statistics say it received and dropped, CPU seconds per million
@@ -24,7 +25,8 @@
 #     sends and, on loopback, the receive path the kernel runs in its
 #     context; its user time is left out, as it is mostly udpsrc's pacing
 #     spin, which burns what it is given. How often Zeek's main thread slept and woke
-#     (voluntary context switches per second), and its peak RSS.
+#     (voluntary context switches per second), its peak RSS, and for our
+#     rows what dedup suppressed and reorder reordered (see below).
 #     CPU is per process and thread (/proc/<pid>/stat; the sender's from
 #     its rusage), not /proc/stat, so other work on the machine does not
 #     count; softirq work is charged to the task it interrupts (on
@@ -32,7 +34,8 @@
 #     CPU is missed.
 #   - once, what one sleep and wake-up costs a process on this machine, to
 #     read the wakes against (on a VM it can be tens of microseconds).
-#   - the highest rate with zero loss (sent = received, from Zeek's stats).
+#   - the highest rate with zero loss (sent = received, from Zeek's stats,
+#     + what dedup suppressed).
 # Needs zeek-config on PATH (or ZEEK_CONFIG) and `cargo build --release` done
 # with it. Rates are in packets per second of the replayed trace.
 # BATCH_WAIT=<interval> sets PacketSource::UDP::batch_wait (default: the
@@ -45,14 +48,56 @@
 # BASE_PLUGIN=<dir> adds `base-recvmmsg` and `base-io_uring` rows: our
 # plugin from another build (e.g. before a change), for A/B in one run.
 # --repeat N runs the whole table N times, interleaved. RECEIVERS="rows"
-# picks rows (recvmmsg io_uring udp_gro af_packet cpp base-recvmmsg
-# base-io_uring).
+# picks rows (recvmmsg io_uring tap tap-io_uring udp_gro af_packet cpp
+# base-recvmmsg base-io_uring base-tap base-tap-io_uring).
 # CPP_PLUGIN_DIR=<dir> adds `cpp` rows: the C++ plugin
 # zeek/zeek-packet-source-udp (recvmmsg), built by you beforehand into <dir>,
 # under the same load, for comparison. This script never builds it.
 # Zeek 9.0 and later has that plugin built in (prefix `udp::`): the `cpp`
 # rows then come without CPP_PLUGIN_DIR, and ours is selected with
 # `udptunnel::`.
+#
+# Dedup and reorder (issue 12: with both on, CPU per packet within 15% of
+# both off): the `tap` row is ours with recvmmsg and the path options
+# `:dedup:reorder` (bare: the default 1 ms windows), `tap-io_uring` the same
+# with io_uring. They are not in the default set; pick them with their
+# plain twins, which run interleaved with them under the same load:
+#
+#   python3 benches/flows.py /tmp/flows.pcap      # ~300k packets, 2000 HTTP connections
+#   RECEIVERS="recvmmsg tap io_uring tap-io_uring" benches/zeek.sh \
+#       --trace /tmp/flows.pcap --local --rates "20000 50000 100000" --packets 1200000 --repeat 2
+#
+# The summary then adds, per pair and rate, the ratio tap / off of the
+# machine's and of Zeek's CPU per packet (from the rows' sums over the
+# rounds, and with --repeat the range of the per-round ratios). The `dedup`
+# and `reord` columns give what the tap suppressed and reordered (from the
+# source's metrics; `dedup` otherwise from Zeek's statistics, as link -
+# received - dropped - filtered; loss% leaves them out, as a suppressed
+# copy is not lost): on a feed of distinct packets in order both must be 0,
+# or the rows compare different work. So must loss: pick rates at which
+# both rows of a pair lose nothing (a row that drops packets hands Zeek
+# content gaps, i.e. other work; `local` on MTU-size frames costs far more
+# per packet than -b on 64-byte ones, so its rates are lower).
+# The feed must be distinct packets: the built-in trace is 1000 small UDP
+# frames, so its loop repeats within milliseconds at high rates (dedup
+# would suppress the repeats and change what Zeek does) and it has no TCP
+# for reorder to look at. Use --trace with benches/flows.py's trace: many
+# concurrent HTTP connections (handshake, requests, MSS-size responses,
+# ACKs, FIN teardown; and DNS), every packet distinct, ACKs after their data.
+# --trace loops the file: `sent` is a whole number of loops, at least
+# --packets. With 300k packets a loop lasts 0.75 s at 400 k/s, far longer
+# than the 1 ms dedup window, so dedup never sees a packet again within its
+# window. At a loop boundary the same connections start again with the same
+# addresses, ports and sequence numbers (a new SYN on a 4-tuple Zeek saw
+# closed: Zeek takes it as a new connection, with the weird
+# premature_connection_reuse; a DNS exchange joins its UDP connection of
+# the last loop; reorder's flow state has already delivered those sequence
+# numbers, so it holds nothing): the same for every row, as is everything
+# else about the feed. A large trace has a
+# cost outside the measured receive path: udpsrc reads it and builds every
+# datagram before sending, and that setup (page faults of a few hundred MB)
+# lands in the sender's system time, i.e. in `machine`, by the same amount
+# in every row; more --packets (more loops) thin it out. `zeek` is free of it.
 set -euo pipefail
 
 rates="50000 100000 200000 400000 0"
@@ -176,10 +221,33 @@ kthread_ticks() {
     done
     echo "$total"
 }
+# metric <name>: our source's metric zeek_udp_source_<name> as Zeek printed
+# it when it ended (empty if it did not).
+metric() {
+    awk -v n="zeek_udp_source_$1" '$1 == "METRIC" && $2 == n { v += $3; f = 1 } END { if (f) print v }' "$work/zeek.out"
+}
 wakes() { awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$1/status"; }
 peak_rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
-STATS_SCRIPT='event zeek_done() { local s = get_net_stats(); print fmt("STATS %d %d %d", s$pkts_recvd, s$pkts_dropped, s$pkts_link); }'
+# Printed when Zeek ends: its statistics and our source's metrics. The
+# metrics come from the telemetry BIF, not the framework's wrapper, so that
+# -b needs nothing more loaded (where the BIF or its record type is missing,
+# they are left out).
+cat >"$work/stats.zeek" <<'ZEEK'
+event zeek_done()
+	{
+	local s = get_net_stats();
+	print fmt("STATS %d %d %d %d", s$pkts_recvd, s$pkts_dropped, s$pkts_link,
+	          s?$pkts_filtered ? s$pkts_filtered : 0);
+@ifdef ( Telemetry::__collect_metrics )
+@ifdef ( Telemetry::Metric )
+	local ms: vector of Telemetry::Metric = Telemetry::__collect_metrics("zeek", "udp_source*");
+	for ( _, m in ms )
+		print fmt("METRIC %s %.0f", m$opts$name, m$value);
+@endif
+@endif
+	}
+ZEEK
 
 # udp_bound <port>: a UDP socket is bound to <port> (/proc/net/udp, udp6).
 udp_bound() {
@@ -214,20 +282,25 @@ zeek_ready() {
 # unless told not to, waits until it is ready (zeek_ready).
 launch() {
     local dir=$1 ppath=$2 pname=$3 iface=$4 lport=$5 extra=${6:-} nowait=${7:-}
-    (cd "$dir" && ZEEK_PLUGIN_PATH="$ppath" exec "$zeek" $scripts $pname -i "$iface" -e "$extra $STATS_SCRIPT" \
-        >"$dir/zeek.out" 2>"$dir/zeek.err") &
+    (cd "$dir" && ZEEK_PLUGIN_PATH="$ppath" exec "$zeek" "$scripts" ${pname:+"$pname"} "$work/stats.zeek" \
+        -i "$iface" ${extra:+-e "$extra"} >"$dir/zeek.out" 2>"$dir/zeek.err") &
     zpid=$!
     [ -n "$nowait" ] || zeek_ready "$zpid" "$lport"
 }
 
 # start_zeek <receiver> <port>: Zeek with this plugin (receiver udp_gro:
-# recvmmsg with UDP GRO).
+# recvmmsg with UDP GRO; tap and tap-io_uring: recvmmsg or io_uring with
+# :dedup:reorder at their default windows; base-*: from BASE_PLUGIN).
 start_zeek() {
-    local impl=RECVMMSG gro=F dir=$plugin rx=$1
+    local impl=RECVMMSG gro=F dir=$plugin rx=$1 opts=
     case "$rx" in base-*) dir=$BASE_PLUGIN rx=${rx#base-} ;; esac
+    case "$rx" in
+        tap) opts=:dedup:reorder rx=recvmmsg ;;
+        tap-*) opts=:dedup:reorder rx=${rx#tap-} ;;
+    esac
     [ "$rx" = io_uring ] && impl=IO_URING
     [ "$rx" = udp_gro ] && gro=T
-    launch "$work" "$dir" UDPTunnel::PacketSource "$prefix::$dst:$2:vxlan" "$2" \
+    launch "$work" "$dir" UDPTunnel::PacketSource "$prefix::$dst:$2:vxlan$opts" "$2" \
         "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;
          redef PacketSource::UDP::udp_gro = $gro;
          ${BATCH_WAIT:+redef PacketSource::UDP::batch_wait = $BATCH_WAIT;}"
@@ -288,7 +361,7 @@ PY
         "$udpsrc" replay "$work/mix.pcap" --to "127.0.0.1:$port" --passthrough --loop $(( soak / 1000 )) --quiet >/dev/null
         sleep 1
         stop_zeek
-        read -r _ recvd dropped link < <(grep '^STATS' "$work/zeek.out" || echo "STATS 0 0 0")
+        read -r _ recvd dropped link _ < <(grep '^STATS' "$work/zeek.out" || echo "STATS 0 0 0 0")
         verdict=MISMATCH; [ "$link" = "$soak" ] && [ $(( recvd + dropped )) = "$soak" ] && verdict=exact
         [ "$verdict" = exact ] || failed=1
         echo "zeek $receiver vxlan mix: sent $soak, link $link = received $recvd + dropped $dropped: $verdict"
@@ -367,7 +440,6 @@ print(f"# one 200 usec sleep and wake-up costs {(cpu() - c0) / n * 1e6:.1f} usec
 PY
 echo "# zeek $("$zc" --version), $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "# CPU s per Mpkt received: machine = zeek + sender (system time) + kernel threads (ksoftirqd${veth:+, napi})"
-printf '%-9s %-10s %8s %8s %8s %7s %8s %7s %7s %7s %8s %7s\n' receiver rate sent received dropped "loss%" machine zeek sender kthread "wakes/s" rss_MiB
 receivers="recvmmsg io_uring af_packet"
 if [ "$(id -u)" != 0 ]; then
     echo "# af_packet: SKIPPED (needs root to create a vxlan device)"
@@ -376,8 +448,24 @@ fi
 [ -n "$veth" ] && receivers="recvmmsg udp_gro io_uring af_packet"
 [ -n "$cpp_dir" ] && receivers="$receivers cpp"
 [ -n "${BASE_PLUGIN:-}" ] && receivers="$receivers base-recvmmsg base-io_uring"
-# RECEIVERS="<rows>" picks rows (names as above) instead.
+# RECEIVERS="<rows>" picks rows (names as above, and tap, tap-io_uring,
+# base-tap, base-tap-io_uring) instead.
 receivers=${RECEIVERS:-$receivers}
+echo "# trace: ${user_trace:-built-in, 1000 UDP frames of 64 bytes}; $per_loop packets a loop, $loops loops, $sent packets a row"
+case " $receivers " in
+    *" tap"*|*" base-tap"*)
+        # The feed must not repeat a packet within the dedup window (1 ms):
+        # warn below 50 ms a loop at the highest rate (the sender's maximum,
+        # rate 0, taken as 1 M/s).
+        awk -v n="$per_loop" -v rates="$rates" 'BEGIN {
+            k = split(rates, rs, " "); top = 0
+            for (i = 1; i <= k; i++) { r = rs[i] == 0 ? 1000000 : rs[i]; if (r > top) top = r }
+            if (n / top < 0.05)
+                printf "# WARNING: a loop of %d packets repeats every %.3f ms at %d/s: dedup (1 ms) may suppress the repeats (see the dedup column); use a large trace of distinct packets (benches/flows.py)\n", n, 1000 * n / top, top }'
+        [ -n "$user_trace" ] || echo "# WARNING: tap rows on the built-in trace: no TCP for reorder to look at; use --trace with benches/flows.py's trace"
+        ;;
+esac
+printf '%-12s %-10s %8s %8s %8s %7s %8s %7s %7s %7s %8s %7s %6s %6s\n' receiver rate sent received dropped "loss%" machine zeek sender kthread "wakes/s" rss_MiB dedup reord
 # Idle first, then the rows interleaved: for each round and rate, every
 # receiver in turn, so that a change in the machine's load between rows
 # hits all of them alike (compare rows of one round as ratios).
@@ -415,20 +503,74 @@ for round in $(seq "$repeat"); do
         rss=$(peak_rss "$zpid")
         stop_zeek
         [ "$receiver" = af_packet ] && ip link del "$vxdev"
-        read -r _ recvd dropped link < <(grep '^STATS' "$work/zeek.out" || echo "STATS 0 0 0")
+        read -r _ recvd dropped link filtered _ < <(grep '^STATS' "$work/zeek.out" || echo "STATS 0 0 0 0")
+        # Ours: what dedup suppressed and reorder reordered, from the
+        # metrics; dedup otherwise from the statistics (what reorder holds
+        # is handed to Zeek before it reads them, so link - received -
+        # dropped - filtered is the copies suppressed).
+        dedup=- reord=-
+        case "$receiver" in
+            af_packet|cpp) ;;
+            *)
+                dedup=$(metric deduplicated_total)
+                reord=$(metric reordered_total)
+                [ -n "$dedup" ] || dedup=$(( link - recvd - dropped - filtered ))
+                [ -n "$reord" ] || reord=-
+                ;;
+        esac
         label=$rate; [ "$rate" = 0 ] && label="max:$achieved"
         awk -v r="$receiver" -v l="$label" -v s="$sent" -v rc="$recvd" -v d="$dropped" -v t=$((c1 - c0)) \
-            -v k=$((k1 - k0)) -v snd="$su $ss" \
-            -v w=$((w1 - w0)) -v t0="$t0" -v t1="$t1" -v hz="$hz" -v rss="$rss" 'BEGIN {
+            -v k=$((k1 - k0)) -v snd="$su $ss" -v dd="$dedup" -v ro="$reord" \
+            -v w=$((w1 - w0)) -v t0="$t0" -v t1="$t1" -v hz="$hz" -v rss="$rss" \
+            -v rows="$work/rows" -v rate="$rate" -v round="$round" 'BEGIN {
             n = rc > 0 ? rc : 1
             split(snd, u, " "); sender = u[2]
             z = t / hz; kt = k / hz
-            printf "%-9s %-10s %8d %8d %8d %7.3f %8.3f %7.3f %7.3f %7.3f %8.0f %7.1f\n", r, l, s, rc, d, 100 * (s - rc) / s,
-                (z + sender + kt) / n * 1e6, z / n * 1e6, sender / n * 1e6, kt / n * 1e6, w / (t1 - t0), rss / 1024 }'
-        [ "$recvd" = "$sent" ] && [ "$round" = 1 ] && best[$receiver]=$label
+            # A suppressed copy is not lost: its original reached Zeek.
+            lost = s - rc - (dd ~ /^[0-9]+$/ ? dd : 0)
+            printf "%-12s %-10s %8d %8d %8d %7.3f %8.3f %7.3f %7.3f %7.3f %8.0f %7.1f %6s %6s\n", r, l, s, rc, d, 100 * lost / s,
+                (z + sender + kt) / n * 1e6, z / n * 1e6, sender / n * 1e6, kt / n * 1e6, w / (t1 - t0), rss / 1024, dd, ro
+            # For the tap / off ratios: CPU seconds (machine, zeek) and packets.
+            if (rc > 0) printf "%s %s %d %.6f %.6f %d\n", r, rate, round, z + sender + kt, z, rc >> rows }'
+        copies=0; [ "$dedup" = - ] || copies=$dedup
+        if [ $(( recvd + copies )) = "$sent" ] && [ "$round" = 1 ]; then best[$receiver]=$label; fi
     done
   done
 done
 for receiver in $receivers; do
     echo "# $receiver highest loss-free rate (first round): ${best[$receiver]:-none}"
+done
+# Dedup and reorder against both off (issue 12: within 15%): per pair of
+# rows both picked and per rate, CPU per packet of the tap row over its
+# plain twin's, the machine's and Zeek's, from the sums over all rounds;
+# with --repeat, the range of the per-round ratios in brackets.
+touch "$work/rows"
+for pair in "tap recvmmsg" "tap-io_uring io_uring" "base-tap base-recvmmsg" "base-tap-io_uring base-io_uring"; do
+    read -r on off <<<"$pair"
+    case " $receivers " in *" $on "*) ;; *) continue ;; esac
+    case " $receivers " in *" $off "*) ;; *) continue ;; esac
+    awk -v on="$on" -v off="$off" -v rates="$rates" -v repeat="$repeat" '
+        { m[$1, $2] += $4; z[$1, $2] += $5; n[$1, $2] += $6
+          pm[$1, $2, $3] = $4 / $6; pz[$1, $2, $3] = $5 / $6 }
+        END {
+            line = ""
+            k = split(rates, rs, " ")
+            for (i = 1; i <= k; i++) {
+                r = rs[i]; label = r == 0 ? "max" : r
+                if (!n[on, r] || !n[off, r] || !m[off, r] || !z[off, r]) { line = line sprintf(", %s: -", label); continue }
+                line = line sprintf(", %s: %.3f / %.3f", label,
+                    (m[on, r] / n[on, r]) / (m[off, r] / n[off, r]), (z[on, r] / n[on, r]) / (z[off, r] / n[off, r]))
+                if (repeat > 1) {
+                    lo_m = lo_z = 1e9; hi_m = hi_z = 0
+                    for (j = 1; j <= repeat; j++) {
+                        if (!((on, r, j) in pm) || !((off, r, j) in pm) || !pm[off, r, j] || !pz[off, r, j]) continue
+                        a = pm[on, r, j] / pm[off, r, j]; b = pz[on, r, j] / pz[off, r, j]
+                        if (a < lo_m) lo_m = a; if (a > hi_m) hi_m = a
+                        if (b < lo_z) lo_z = b; if (b > hi_z) hi_z = b
+                    }
+                    if (hi_m > 0) line = line sprintf(" (%.3f-%.3f / %.3f-%.3f)", lo_m, hi_m, lo_z, hi_z)
+                }
+            }
+            print "# CPU per packet, " on " / " off " (machine / zeek):" substr(line, 2)
+        }' "$work/rows"
 done
