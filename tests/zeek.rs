@@ -132,11 +132,17 @@ impl Zeek {
 
     /// `zeek -r` on a trace, in `dir`.
     fn read(&self, dir: &Path, trace: &Path) {
+        self.read_with(dir, trace, &[]);
+    }
+
+    /// `zeek -r` on a trace, in `dir`, with more arguments (`-f`, scripts).
+    fn read_with(&self, dir: &Path, trace: &Path, args: &[&str]) {
         let out = self
             .command(dir)
             .args(["-C", "-r"])
             .arg(trace)
             .arg("LogAscii::use_json=T")
+            .args(args)
             .output()
             .unwrap();
         assert!(
@@ -1441,6 +1447,7 @@ mod tap {
 
     /// The logs of one Zeek run, and what it printed.
     struct Run {
+        dir: PathBuf,
         conn: Vec<BTreeMap<String, Value>>,
         http: Vec<BTreeMap<String, Value>>,
         out: Output,
@@ -1461,18 +1468,77 @@ mod tap {
                 .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
                 .unwrap_or_else(|| panic!("no {prefix}in {}", self.stdout()))
         }
+
+        /// A metric summed over its other labels (`rejected_total` has one
+        /// series per reason).
+        fn metric_sum(&self, name: &str) -> u64 {
+            let prefix = format!("METRIC zeek_udp_source_{name} ");
+            let values: Vec<u64> = self
+                .stdout()
+                .lines()
+                .filter_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+                .collect();
+            assert!(!values.is_empty(), "no {prefix}in {}", self.stdout());
+            values.iter().sum()
+        }
+
+        /// The source's counters add up, and so do Zeek's statistics:
+        /// received = delivered + rejected + deduplicated + held (every
+        /// datagram taken off the socket accounted for), nothing left held,
+        /// Zeek's received + filtered = delivered, and link = received +
+        /// dropped + filtered + deduplicated + held.
+        fn assert_adds_up(&self, name: &str) {
+            let m = |k: &str| self.metric(k);
+            let (received, delivered, dedup, held) = (
+                m("received_total"),
+                m("delivered_total"),
+                m("deduplicated_total"),
+                m("held"),
+            );
+            let rejected = self.metric_sum("rejected_total");
+            let metrics = format!(
+                "{name}: received {received}, delivered {delivered}, rejected {rejected}, \
+                 deduplicated {dedup}, held {held}"
+            );
+            assert_eq!(received, delivered + rejected + dedup + held, "{metrics}");
+            assert_eq!(held, 0, "nothing left held: {metrics}");
+            let (stats, line) = net_stats(&self.out);
+            let get = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("{k} in {line}"));
+            assert_eq!(get("pkts_filtered"), m("filtered_total"), "{name}: {line}");
+            assert_eq!(
+                get("pkts_recvd") + get("pkts_filtered"),
+                delivered,
+                "{metrics}: {line}"
+            );
+            assert_eq!(
+                get("pkts_dropped"),
+                rejected + m("kernel_drops_total"),
+                "{metrics}: {line}"
+            );
+            assert_eq!(
+                get("pkts_link"),
+                get("pkts_recvd") + get("pkts_dropped") + get("pkts_filtered") + dedup + held,
+                "{metrics}: {line}"
+            );
+        }
     }
 
     /// `zeek -r` on the trace's inner frames.
     fn offline(z: &Zeek, dir: &Path, frames: &[Vec<u8>]) -> Run {
-        let pcap = dir.join("inner.pcap");
-        common::write_pcap(&pcap, DataLink::ETHERNET, frames);
-        let out_dir = dir.join("offline");
+        offline_with(z, dir, "offline", frames, &[])
+    }
+
+    /// `zeek -r` on these frames, in `dir/name`, with more arguments.
+    fn offline_with(z: &Zeek, dir: &Path, name: &str, frames: &[Vec<u8>], args: &[&str]) -> Run {
+        let out_dir = dir.join(name);
         std::fs::create_dir_all(&out_dir).unwrap();
-        z.read(&out_dir, &pcap);
+        let pcap = out_dir.join("inner.pcap");
+        common::write_pcap(&pcap, DataLink::ETHERNET, frames);
+        z.read_with(&out_dir, &pcap, args);
         let run = Run {
             conn: log(&out_dir, "conn", &conn_fields()),
             http: log(&out_dir, "http", HTTP),
+            dir: out_dir,
             out: Output {
                 status: ExitStatus::default(),
                 stdout: vec![],
@@ -1498,6 +1564,39 @@ mod tap {
             .unwrap();
     }
 
+    /// What a live Zeek is given beside REPORT: the path's options after
+    /// `vxlan`, redefs, and other arguments (`-f`, scripts to load).
+    #[derive(Clone, Copy, Default)]
+    struct Args<'a> {
+        options: &'a str,
+        redef: &'a str,
+        extra: &'a [&'a str],
+    }
+
+    /// A Zeek listening on `port` (VXLAN) in `run_dir`, once it is ready.
+    fn start(z: &Zeek, run_dir: &Path, port: u16, args: Args) -> Live {
+        std::fs::create_dir_all(run_dir).unwrap();
+        let script = format!("{} {REPORT}", args.redef);
+        let mut scripts = args.extra.to_vec();
+        scripts.extend(["-e", &script]);
+        z.live(
+            run_dir,
+            &z.path(&format!("127.0.0.1:{port}:vxlan{}", args.options)),
+            &scripts,
+        )
+    }
+
+    /// Stops a Zeek [`start`] started and reads its logs.
+    fn finish(run_dir: &Path, child: Live) -> Run {
+        let out = stop(child);
+        Run {
+            dir: run_dir.to_path_buf(),
+            conn: log(run_dir, "conn", &conn_fields()),
+            http: log(run_dir, "http", HTTP),
+            out,
+        }
+    }
+
     /// Sends the feed to a live Zeek with these path options and redefs
     /// ([`send_feed`]), waits for `packets` analysed (held ones come by the
     /// clock) and the trailing weird, then stops Zeek.
@@ -1510,23 +1609,29 @@ mod tap {
         sends: &[Send],
         packets: usize,
     ) -> Run {
+        let args = Args {
+            options,
+            redef,
+            extra: &[],
+        };
+        live_with(z, dir, name, args, sends, packets)
+    }
+
+    /// [`live`] with other arguments too.
+    fn live_with(
+        z: &Zeek,
+        dir: &Path,
+        name: &str,
+        args: Args,
+        sends: &[Send],
+        packets: usize,
+    ) -> Run {
         let run_dir = dir.join(name);
-        std::fs::create_dir_all(&run_dir).unwrap();
         let port = common::unique_port();
-        let script = format!("{redef} {REPORT}");
-        let child = z.live(
-            &run_dir,
-            &z.path(&format!("127.0.0.1:{port}:vxlan{options}")),
-            &["-e", &script],
-        );
+        let child = start(z, &run_dir, port, args);
         send_feed(port, sends);
         child.wait_counts(packets as u64, 1);
-        let out = stop(child);
-        Run {
-            conn: log(&run_dir, "conn", &conn_fields()),
-            http: log(&run_dir, "http", HTTP),
-            out,
-        }
+        finish(&run_dir, child)
     }
 
     /// The history of the trace's connection, for messages.
@@ -1756,5 +1861,279 @@ mod tap {
             "{stderr}"
         );
         assert!(!stderr.contains("error"), "{stderr}");
+    }
+
+    /// The messy feed ([`feeds::messy_feed`]: four connections, every
+    /// packet twice, ACKs before their data), its connections as the trace
+    /// has them, and how many packets acks_first moved in all.
+    fn messy(frames: &[Vec<u8>]) -> (Vec<Send>, Vec<Vec<Vec<u8>>>, usize) {
+        let sessions = feeds::messy_sessions(frames);
+        let moved = sessions.iter().map(|s| feeds::acks_first(s).1).sum();
+        (feeds::messy_feed(frames), sessions, moved)
+    }
+
+    /// Both options, by path, with 100 ms windows.
+    fn both() -> String {
+        format!(":dedup={WINDOW}:reorder={WINDOW}")
+    }
+
+    #[test]
+    fn io_uring_with_dedup_and_reorder_gives_the_logs_and_its_counts_add_up() {
+        let z = zeek_or_skip!(
+            "tap::io_uring_with_dedup_and_reorder_gives_the_logs_and_its_counts_add_up"
+        );
+        let dir = common::tmpdir("tap-uring");
+        let (sends, sessions, moved) = messy(&feeds::session());
+        let n = sessions.iter().map(Vec::len).sum::<usize>();
+        let want = offline(z, &dir, &sessions.concat());
+        let run = live(z, &dir, "io_uring", &both(), IO_URING, &sends, n);
+        assert_eq!(run.conn, want.conn, "conn.log: {}", history(&run));
+        assert_eq!(run.http, want.http, "http.log");
+        assert_clean(&run, "io_uring", n, 2 * n + 1);
+        assert_eq!(run.metric("received_total"), 2 * n as u64 + 1);
+        assert_eq!(run.metric("delivered_total"), n as u64);
+        assert_eq!(run.metric("deduplicated_total"), n as u64);
+        assert_eq!(run.metric("reordered_total"), moved as u64);
+        run.assert_adds_up("io_uring");
+    }
+
+    #[test]
+    fn workers_each_repair_their_own_connections() {
+        let z = zeek_or_skip!("tap::workers_each_repair_their_own_connections");
+        let dir = common::tmpdir("tap-workers");
+        let frames = feeds::session();
+        let (sends, sessions, _) = messy(&frames);
+        let want = offline(z, &dir, &sessions.concat());
+        // Where the balancing program sends each connection (balance::worker
+        // is the program in Rust; tests/balance.rs holds them together): the
+        // first worker to open is socket 0 of the group.
+        let worker_of = |s: &[Vec<u8>]| {
+            let key = zeek_udp_source::flow::flow_key(
+                zeek_udp_source::LinkType::En10Mb,
+                &s[0],
+                s[0].len(),
+            );
+            zeek_udp_source::balance::worker(key.as_ref(), 2) as usize
+        };
+        let mine: Vec<Vec<&Vec<Vec<u8>>>> = (0..2)
+            .map(|w| sessions.iter().filter(|s| worker_of(s) == w).collect())
+            .collect();
+        assert!(
+            mine.iter().all(|m| !m.is_empty()),
+            "the feed's connections go to both workers (client ports 41000-41003)"
+        );
+        let port = common::unique_port();
+        let options = format!(":workers=2{}", both());
+        let args = Args {
+            options: &options,
+            ..Args::default()
+        };
+        let dirs: Vec<PathBuf> = (0..2).map(|w| dir.join(format!("w{w}"))).collect();
+        // One after the other: each is ready once its socket is in the group.
+        let children: Vec<Live> = dirs.iter().map(|d| start(z, d, port, args)).collect();
+        send_feed(port, &sends);
+        // The trailing malformed datagram cannot be balanced: worker 0's.
+        let all = sessions.iter().map(Vec::len).sum::<usize>() as u64;
+        let total = || children.iter().map(|c| c.with(|s| s.packets)).sum::<u64>();
+        wait_until(
+            "both workers to analyse every packet, worker 0 the trailing weird",
+            || total() >= all && children[0].with(|s| s.weirds) >= 1,
+            || {
+                children
+                    .iter()
+                    .map(Live::describe)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+        );
+        let runs: Vec<Run> = children
+            .into_iter()
+            .zip(&dirs)
+            .map(|(c, d)| finish(d, c))
+            .collect();
+        let mut union: Vec<_> = runs.iter().flat_map(|r| r.conn.clone()).collect();
+        union.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(union, want.conn, "conn.log, both workers together");
+        let mut http: Vec<_> = runs.iter().flat_map(|r| r.http.clone()).collect();
+        http.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(http, want.http, "http.log, both workers together");
+        for (w, (run, mine)) in runs.iter().zip(&mine).enumerate() {
+            let name = format!("worker {w}");
+            // Exactly its own connections, each whole (so none is in both
+            // workers).
+            let own: Vec<BTreeMap<String, Value>> = want
+                .conn
+                .iter()
+                .filter(|c| {
+                    mine.iter()
+                        .any(|s| c["id.orig_p"] == feeds::tcp(&s[0]).unwrap().from.1)
+                })
+                .cloned()
+                .collect();
+            assert_eq!(run.conn, own, "{name}: its connections");
+            // Its own state: the copies and early ACKs of its connections.
+            let n: usize = mine.iter().map(|s| s.len()).sum();
+            let moved: usize = mine.iter().map(|s| feeds::acks_first(s).1).sum();
+            let trailing = usize::from(w == 0);
+            assert_eq!(
+                run.metric("received_total"),
+                (2 * n + trailing) as u64,
+                "{name}"
+            );
+            assert_eq!(run.metric("delivered_total"), n as u64, "{name}");
+            assert_eq!(run.metric("deduplicated_total"), n as u64, "{name}");
+            assert_eq!(run.metric("reordered_total"), moved as u64, "{name}");
+            assert_eq!(run.metric_sum("rejected_total"), trailing as u64, "{name}");
+            run.assert_adds_up(&name);
+            let (stats, line) = net_stats(&run.out);
+            assert_eq!(stats["pkts_recvd"], Value::from(n), "{name}: {line}");
+            assert_eq!(
+                stats["pkts_dropped"],
+                Value::from(trailing),
+                "{name}: {line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_capture_filter_sees_each_packet_once_and_counts_it_once() {
+        let z = zeek_or_skip!("tap::a_capture_filter_sees_each_packet_once_and_counts_it_once");
+        let dir = common::tmpdir("tap-filter");
+        // Two connections and, after every TCP packet, a UDP datagram; the
+        // filter keeps one connection.
+        const FILTER: &str = "tcp and not port 41001";
+        let sessions = &feeds::messy_sessions(&feeds::session())[..2];
+        let mut frames = Vec::new();
+        for (i, f) in sessions.concat().into_iter().enumerate() {
+            frames.push(f);
+            frames.push(common::eth_frame(i as u32, 30));
+        }
+        let (n, taken_out) = (frames.len(), frames.len() - sessions[0].len());
+        let want = offline_with(z, &dir, "offline", &frames, &["-f", FILTER]);
+        assert_eq!(want.conn.len(), 1, "{:?}", want.conn);
+        let sends = feeds::doubled(&frames, |_| 0);
+        let options = format!(":dedup={WINDOW}");
+        let filtered = Args {
+            options: &options,
+            extra: &["-f", FILTER],
+            ..Args::default()
+        };
+        let run = live_with(z, &dir, "dedup", filtered, &sends, n - taken_out);
+        assert_eq!(run.conn, want.conn, "conn.log: {}", run.stderr());
+        assert_eq!(run.http, want.http, "http.log");
+        // The filter sees what dedup delivers: every copy is counted as a
+        // copy (those of packets the filter takes out too, so the count is
+        // the feed's, with or without a filter), and each packet the filter
+        // takes out is counted once, as in a clean feed.
+        assert_eq!(run.metric("deduplicated_total"), n as u64);
+        assert_eq!(run.metric("filtered_total"), taken_out as u64);
+        assert_eq!(run.metric("delivered_total"), n as u64);
+        let (stats, line) = net_stats(&run.out);
+        assert_eq!(stats["pkts_filtered"], Value::from(taken_out), "{line}");
+        assert_eq!(stats["pkts_recvd"], Value::from(n - taken_out), "{line}");
+        assert_eq!(stats["pkts_link"], Value::from(2 * n + 1), "{line}");
+        run.assert_adds_up("dedup");
+        // Positive control: without dedup the filter passes both copies of
+        // what it keeps, and takes out both of the rest.
+        let plain = Args {
+            options: "",
+            ..filtered
+        };
+        let run = live_with(z, &dir, "plain", plain, &sends, 2 * (n - taken_out));
+        assert_ne!(run.conn, want.conn, "without dedup");
+        assert_eq!(run.metric("filtered_total"), 2 * taken_out as u64);
+        assert_eq!(run.metric("deduplicated_total"), 0);
+        run.assert_adds_up("plain");
+    }
+
+    /// The datagram with its VXLAN VNI set to `vni`.
+    fn in_vni((who, d): &Send, vni: u32) -> Send {
+        let mut d = d.clone();
+        d[4..7].copy_from_slice(&vni.to_be_bytes()[1..]);
+        (*who, d)
+    }
+
+    /// The VNI of a VXLAN datagram.
+    fn vni_of(d: &[u8]) -> u64 {
+        u64::from(u32::from_be_bytes([0, d[4], d[5], d[6]]))
+    }
+
+    #[test]
+    fn with_vni_keys_dedup_splits_a_connection_copied_under_two_vnis() {
+        let z = zeek_or_skip!("tap::with_vni_keys_dedup_splits_a_connection_copied_under_two_vnis");
+        let dir = common::tmpdir("tap-vni");
+        let frames = feeds::session();
+        let n = frames.len();
+        let want = offline(z, &dir, &frames);
+        // Every packet via VNI 1 and, a hop later, VNI 2, VNI 2 first every
+        // third time: the copy that arrives first is the one delivered.
+        let sends = feeds::doubled(&frames, |_| 0);
+        let mut first: BTreeMap<u64, u64> = BTreeMap::new();
+        for pair in sends.chunks(2) {
+            *first.entry(vni_of(&pair[0].1)).or_default() += 1;
+        }
+        assert_eq!(first.keys().collect::<Vec<_>>(), [&1, &2]);
+        let key = our_key("vxlan_vni");
+        let key = [key.as_str()];
+        let dedup = format!(":dedup={WINDOW}");
+        let keyed = Args {
+            options: &dedup,
+            extra: &key,
+            ..Args::default()
+        };
+        let keys_only = Args {
+            options: "",
+            ..keyed
+        };
+        let mut fields = conn_fields();
+        fields.push("id.ctx.vxlan_vni");
+        // The packets of the connections under each VNI, and conn.log with
+        // the VNI.
+        let per_vni = |run: &Run| {
+            let rows = log(&run.dir, "conn", &fields);
+            let mut pkts: BTreeMap<u64, u64> = BTreeMap::new();
+            for r in &rows {
+                let vni = r["id.ctx.vxlan_vni"].as_u64().unwrap();
+                *pkts.entry(vni).or_default() +=
+                    r["orig_pkts"].as_u64().unwrap() + r["resp_pkts"].as_u64().unwrap();
+            }
+            (pkts, rows)
+        };
+
+        // Dedup keeps one copy of each packet, but the key puts each under
+        // the VNI it came in: the connection is split, packet by packet.
+        let run = live_with(z, &dir, "dedup", keyed, &sends, n);
+        let (pkts, rows) = per_vni(&run);
+        assert_eq!(
+            pkts, first,
+            "each packet under the VNI of its first copy: {rows:?}"
+        );
+        assert_ne!(run.conn, want.conn, "split: {rows:?}");
+        assert_eq!(run.metric("deduplicated_total"), n as u64);
+        run.assert_adds_up("dedup");
+
+        // Without dedup each VNI has the whole connection: two, each as the
+        // trace has it.
+        let run = live_with(z, &dir, "keys-only", keys_only, &sends, 2 * n);
+        let (pkts, _) = per_vni(&run);
+        let whole = want
+            .conn
+            .iter()
+            .map(|c| c["orig_pkts"].as_u64().unwrap() + c["resp_pkts"].as_u64().unwrap())
+            .sum::<u64>();
+        assert_eq!(pkts, BTreeMap::from([(1, whole), (2, whole)]));
+        let twice: Vec<_> = want.conn.iter().chain(&want.conn).cloned().collect();
+        assert_eq!(run.conn, twice, "{}", history(&run));
+
+        // The remedy the README gives: the sessions that mirror one network
+        // under one VNI. Dedup then gives the trace's connection, in it.
+        let same: Vec<Send> = sends.iter().map(|s| in_vni(s, 1)).collect();
+        let run = live_with(z, &dir, "one-vni", keyed, &same, n);
+        let (pkts, _) = per_vni(&run);
+        assert_eq!(pkts, BTreeMap::from([(1, whole)]));
+        assert_eq!(run.conn, want.conn, "{}", history(&run));
+        assert_eq!(run.http, want.http);
+        assert_eq!(run.metric("deduplicated_total"), n as u64);
+        run.assert_adds_up("one-vni");
     }
 }

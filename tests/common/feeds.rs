@@ -227,14 +227,22 @@ pub fn with_client_port(frames: &[Vec<u8>], port: u16) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The four connections of [`messy_feed`] as the trace has them (client
+/// ports 41000 to 41003), in the feed's order.
+pub fn messy_sessions(frames: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
+    (41000..41004)
+        .map(|port| with_client_port(frames, port))
+        .collect()
+}
+
 /// A feed that needs both options: every packet twice and ACKs before
-/// their data, over four connections (client ports 41000 to 41003), so the
-/// feed check sees enough to advise.
+/// their data, over four connections ([`messy_sessions`]), so the feed
+/// check sees enough to advise.
 pub fn messy_feed(frames: &[Vec<u8>]) -> Vec<Send> {
     let dir = direction(frames);
     let mut sends = Vec::new();
-    for port in 41000..41004 {
-        let (order, _) = acks_first(&with_client_port(frames, port));
+    for session in messy_sessions(frames) {
+        let (order, _) = acks_first(&session);
         sends.extend(doubled(&order, dir));
     }
     sends
