@@ -3,7 +3,7 @@
 #
 #   benches/zeek.sh [--rates "50000 100000 200000 0"] [--packets N] [--idle S]
 #   benches/zeek.sh --soak N       # endurance, N datagrams per receiver
-#   benches/zeek.sh --scaling      # 1, 2 and 4 Zeek processes on one port
+#   benches/zeek.sh --scaling [--workers "1 2 4"] [...]  # N workers per row (below)
 #   benches/zeek.sh --veth [...]   # the rates table over a veth pair (root)
 #   benches/zeek.sh --local [...]  # Zeek with its default `local` scripts, not -b
 #   benches/zeek.sh --trace F [...]  # replay the inner frames of classic pcap F (looped),
@@ -57,6 +57,26 @@
 # rows then come without CPP_PLUGIN_DIR, and ours is selected with
 # `udptunnel::`.
 #
+# Scaling (issue 15, requirement 5: what operators size hardware by):
+#
+#   python3 benches/flows.py /tmp/flows.pcap
+#   benches/zeek.sh --scaling --workers "1 2 4" --trace /tmp/flows.pcap --local \
+#       --rates "10000 20000 50000 100000 0" --packets 1200000
+#
+# For each round, N of --workers, rate of --rates (0 = the sender's max) and
+# row kind (RECEIVERS picks among recvmmsg io_uring af_packet cpp; others
+# are SKIPPED): N Zeek processes, each in its own directory, all ready
+# before the sender starts (scaling_start says how each kind shares the
+# load: ours with `:workers=N`, af_packet in one PACKET_FANOUT group on the
+# vxlan device, cpp by SO_REUSEPORT on one port). The sender uses per-flow
+# outer source ports. A row gives sent, the sum of the workers' received and
+# dropped, loss%, CPU per packet for the whole machine (all Zeek processes +
+# sender's system time + kernel threads, as in the rates table) and its
+# parts, and the summed wakes/s; the line under it each worker's share of
+# the packets received, its drops, its own CPU per packet it received and
+# its wakes/s. At the end, per row kind and N, the highest rate that lost
+# nothing in any round.
+#
 # Dedup and reorder (issue 12: with both on, CPU per packet within 15% of
 # both off): the `tap` row is ours with recvmmsg and the path options
 # `:dedup:reorder` (bare: the default 1 ms windows), `tap-io_uring` the same
@@ -109,6 +129,7 @@ veth=
 scripts=-b
 repeat=1
 user_trace=
+workers="1 2 4"
 while [ $# -gt 0 ]; do
     case "$1" in
         --rates) rates=$2; shift 2 ;;
@@ -116,11 +137,12 @@ while [ $# -gt 0 ]; do
         --idle) idle=$2; shift 2 ;;
         --soak) mode=soak; soak=$2; shift 2 ;;
         --scaling) mode=scaling; shift ;;
+        --workers) workers=$2; shift 2 ;;
         --veth) veth=1; shift ;;
         --local) scripts=local; shift ;;
         --repeat) repeat=$2; shift 2 ;;
         --trace) user_trace=$2; shift 2 ;;
-        *) echo "usage: $0 [--rates \"R1 R2 ...\"] [--packets N] [--idle S] [--veth] [--local] [--trace F.pcap] [--repeat N] | --soak N | --scaling" >&2; exit 2 ;;
+        *) echo "usage: $0 [--rates \"R1 R2 ...\"] [--packets N] [--idle S] [--veth] [--local] [--trace F.pcap] [--repeat N] [--scaling [--workers \"1 2 4\"]] | --soak N" >&2; exit 2 ;;
     esac
 done
 
@@ -249,22 +271,24 @@ event zeek_done()
 	}
 ZEEK
 
-# udp_bound <port>: a UDP socket is bound to <port> (/proc/net/udp, udp6).
+# udp_bound <port> [n]: at least n (default 1) UDP sockets are bound to
+# <port> (/proc/net/udp, udp6).
 udp_bound() {
     local hex
     hex=$(printf ':%04X' "$1")
-    awk -v p="$hex" 'FNR > 1 && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
+    awk -v p="$hex" -v n="${2:-1}" 'FNR > 1 && substr($2, length($2) - 4) == p { found++ } END { exit found < n }' \
         /proc/net/udp /proc/net/udp6
 }
 
-# zeek_ready <pid> [port]: waits (up to 60 s) until Zeek has bound <port>
-# (for a UDP source) and has finished starting: its main thread sleeps and
-# used no CPU over 100 ms, i.e. it waits in its event loop for packets.
+# zeek_ready <pid> [port [n]]: waits (up to 60 s) until <port> has n
+# sockets (default 1; n processes sharing it) for a UDP source, and Zeek
+# has finished starting: its main thread sleeps and used no CPU over
+# 100 ms, i.e. it waits in its event loop for packets.
 zeek_ready() {
-    local pid=$1 lport=${2:-} t0 t1
+    local pid=$1 lport=${2:-} nsock=${3:-1} t0 t1
     for _ in $(seq 600); do
         [ -e "/proc/$pid/stat" ] || { echo "zeek exited:" >&2; cat "$work"/zeek.err "$work"/w*/zeek.err 2>/dev/null >&2; exit 1; }
-        if [ -z "$lport" ] || udp_bound "$lport"; then
+        if [ -z "$lport" ] || udp_bound "$lport" "$nsock"; then
             t0=$(cpu_ticks "$pid")
             sleep 0.1
             t1=$(cpu_ticks "$pid")
@@ -370,40 +394,7 @@ PY
     return $failed
 }
 
-# Scaling: N Zeek processes share one port (SO_REUSEPORT); udpsrc sends
-# many flows from per-flow source ports, as fast as it can.
-run_scaling() {
-    for n in 1 2 4; do
-        for receiver in recvmmsg io_uring; do
-            port=$(( 20000 + RANDOM % 20000 ))
-            pids=()
-            for w in $(seq "$n"); do
-                mkdir -p "$work/w$w"
-                impl=RECVMMSG; [ "$receiver" = io_uring ] && impl=IO_URING
-                launch "$work/w$w" "$plugin" UDPTunnel::PacketSource "$prefix::127.0.0.1:$port:vxlan" "" \
-                    "redef PacketSource::UDP::implementation = PacketSource::UDP::$impl;" nowait
-                pids+=("$zpid")
-            done
-            for p in "${pids[@]}"; do zeek_ready "$p" "$port"; done
-            "$udpsrc" replay "$trace" --to "127.0.0.1:$port" --encap vxlan --loop "$loops" --quiet --json >"$work/replay.out"
-            achieved=$(sed -n 's/.*"pps":\([0-9]*\).*/\1/p' "$work/replay.out")
-            sleep 1
-            for p in "${pids[@]}"; do kill -TERM "$p"; done
-            wait "${pids[@]}" 2>/dev/null || true
-            total=0; lost=0; shares=""
-            for w in $(seq "$n"); do
-                read -r _ r d _ < <(grep '^STATS' "$work/w$w/zeek.out" || echo "STATS 0 0 0")
-                total=$(( total + r )); lost=$(( lost + d )); shares="$shares $r"
-            done
-            echo "$n x zeek ($receiver): sent $sent at $achieved pkt/s, received $total, dropped $lost, per worker:$shares"
-        done
-    done
-}
-
-case "$mode" in
-    soak) run_soak; exit $? ;;
-    scaling) run_scaling; exit 0 ;;
-esac
+if [ "$mode" = soak ]; then run_soak; exit $?; fi
 
 # start_cpp <port>: Zeek with the C++ plugin (built in from Zeek 9.0) instead of ours.
 start_cpp() {
@@ -412,10 +403,10 @@ start_cpp() {
     launch "$work" "$dir" "$cpp_name" "udp::$dst:$1:vxlan" "$1"
 }
 
-# start_afpacket: a vxlan device (VNI 42, on loopback, on a free port: tests
-# running beside may hold 4789) and Zeek
-# sniffing it with af_packet; sets zpid and port.
-start_afpacket() {
+# afpacket_device: a vxlan device (VNI 42, on loopback, on a free port:
+# tests running beside may hold 4789); sets port. Removed after each row
+# (and on exit, by cleanup).
+afpacket_device() {
     for _ in 1 2 3 4 5; do
         port=$(( 20000 + RANDOM % 20000 ))
         ip link add "$vxdev" type vxlan id 42 dstport "$port" local "$dst" dev "$lowdev" 2>/dev/null && break
@@ -423,7 +414,162 @@ start_afpacket() {
     # No IPv6 on it: its own neighbour discovery would add packets.
     sysctl -qw "net.ipv6.conf.$vxdev.disable_ipv6=1" || true
     ip link set "$vxdev" up
+}
+
+# start_afpacket: the vxlan device and Zeek sniffing it with af_packet;
+# sets zpid and port.
+start_afpacket() {
+    afpacket_device
     launch "$work" "" "" "af_packet::$vxdev" ""
+}
+
+# Scaling (requirement 5 of issue 15: what operators size hardware by).
+# scaling_start <row> <n>: n Zeek processes of one row kind, each in
+# $work/w<i>, all of them ready (their sockets in the port's group, or in
+# the fanout group) before it returns; sets pids and port.
+#   recvmmsg, io_uring: ours with `:workers=<n>` (whole connections per
+#     worker, by the inner flow; without it for n = 1). Each process gets
+#     the same path: the worker index is its socket's place in the port's
+#     reuseport group, as with zeekctl's lb_procs (tests/zeek.rs, workers).
+#   af_packet: the vxlan device (afpacket_device), the n processes in one
+#     PACKET_FANOUT group (FANOUT_HASH: the kernel's flow hash of the inner
+#     packet, which is symmetric) with a fresh fanout id, so that no other
+#     af_packet user on the machine joins it.
+#   cpp: the C++ source; it sets SO_REUSEPORT (packet_source.cc in
+#     zeek-packet-source-udp), so n processes share the port, balanced by
+#     the kernel's hash of the outer 4-tuple: the sender uses per-flow
+#     source ports (its default), which keep connections whole.
+scaling_start() {
+    local rx=$1 n=$2 w iface ppath='' pname='' lport='' extra='' fid
+    pids=()
+    case "$rx" in
+        af_packet)
+            afpacket_device
+            fid=$(( 1 + RANDOM % 65535 ))
+            iface="af_packet::$vxdev"
+            extra="redef AF_Packet::enable_fanout = T;
+                   redef AF_Packet::fanout_mode = AF_Packet::FANOUT_HASH;
+                   redef AF_Packet::fanout_id = $fid;"
+            ;;
+        cpp)
+            port=$(( 20000 + RANDOM % 20000 )) lport=$port
+            ppath=$cpp_dir pname=$cpp_name
+            [ "$ppath" = builtin ] && ppath=
+            iface="udp::$dst:$port:vxlan"
+            ;;
+        recvmmsg|io_uring)
+            port=$(( 20000 + RANDOM % 20000 )) lport=$port
+            ppath=$plugin pname=UDPTunnel::PacketSource
+            iface="$prefix::$dst:$port:vxlan"
+            [ "$n" -gt 1 ] && iface="$iface:workers=$n"
+            extra="redef PacketSource::UDP::implementation = PacketSource::UDP::${rx^^};
+                   ${BATCH_WAIT:+redef PacketSource::UDP::batch_wait = $BATCH_WAIT;}"
+            ;;
+    esac
+    for w in $(seq "$n"); do
+        rm -rf "$work/w$w"; mkdir -p "$work/w$w"
+        launch "$work/w$w" "$ppath" "$pname" "$iface" "$lport" "$extra" nowait
+        pids+=("$zpid")
+    done
+    for zpid in "${pids[@]}"; do zeek_ready "$zpid" "$lport" "$n"; done
+}
+
+# scaling_row <row> <n> <rate> <round>: one row: n processes, the trace at
+# <rate>; prints the row and its per-worker line, and records loss.
+scaling_row() {
+    local rx=$1 n=$2 rate=$3 round=$4 i k0 k1 t0 t1 su ss achieved label r d sum_r=0 sum_d=0 per=""
+    local -a cpu0 cpu1 wk0 wk1
+    scaling_start "$rx" "$n"
+    for i in "${!pids[@]}"; do cpu0[i]=$(cpu_ticks "${pids[i]}"); wk0[i]=$(wakes "${pids[i]}"); done
+    k0=$(kthread_ticks); t0=$(date +%s.%N)
+    pace=(); [ "$rate" != 0 ] && pace=(--pps "$rate")
+    "${sender[@]}" /usr/bin/time -f '%U %S' -o "$work/sender.time" \
+        "$udpsrc" replay "$trace" --to "$dst:$port" --encap vxlan --vni 42 --loop "$loops" \
+        --quiet --json "${pace[@]}" >"$work/replay.out"
+    achieved=$(sed -n 's/.*"pps":\([0-9]*\).*/\1/p' "$work/replay.out")
+    sleep 1
+    for i in "${!pids[@]}"; do cpu1[i]=$(cpu_ticks "${pids[i]}"); wk1[i]=$(wakes "${pids[i]}"); done
+    k1=$(kthread_ticks); t1=$(date +%s.%N)
+    read -r su ss <"$work/sender.time"
+    for zpid in "${pids[@]}"; do stop_zeek; done
+    if [ "$rx" = af_packet ]; then ip link del "$vxdev"; fi
+    # Per worker: received, dropped, CPU ticks, wakes.
+    for i in "${!pids[@]}"; do
+        read -r _ r d _ < <(grep '^STATS' "$work/w$((i + 1))/zeek.out" || echo "STATS 0 0 0 0")
+        sum_r=$(( sum_r + r )) sum_d=$(( sum_d + d ))
+        per="$per $r $d $(( cpu1[i] - cpu0[i] )) $(( wk1[i] - wk0[i] ))"
+    done
+    label=$rate; [ "$rate" = 0 ] && label="max:$achieved"
+    awk -v n="$n" -v rx="$rx" -v l="$label" -v s="$sent" -v rc="$sum_r" -v d="$sum_d" -v per="$per" \
+        -v k=$((k1 - k0)) -v ss="$ss" -v t0="$t0" -v t1="$t1" -v hz="$hz" 'BEGIN {
+        m = split(per, p, " "); z = 0; w = 0
+        for (i = 1; i <= m; i += 4) { z += p[i + 2]; w += p[i + 3] }
+        z /= hz; kt = k / hz; q = rc > 0 ? rc : 1; secs = t1 - t0
+        printf "%-7d %-10s %-10s %8d %8d %8d %7.3f %8.3f %7.3f %7.3f %7.3f %8.0f\n", n, rx, l, s, rc, d,
+            100 * (s - rc) / s, (z + ss + kt) / q * 1e6, z / q * 1e6, ss / q * 1e6, kt / q * 1e6, w / secs
+        line = "        per worker (share of received, dropped, zeek CPU us/pkt, wakes/s):"
+        for (i = 1; i <= m; i += 4)
+            line = line sprintf(" w%d %.1f%% %d %s %.0f;", (i + 3) / 4, rc > 0 ? 100 * p[i] / rc : 0, p[i + 1],
+                p[i] > 0 ? sprintf("%.3f", p[i + 2] / hz / p[i] * 1e6) : "-", p[i + 3] / secs)
+        print substr(line, 1, length(line) - 1) }'
+    # A worker that got nothing while others did: the split did not work.
+    if [ "$sum_r" -gt 0 ]; then
+        for i in "${!pids[@]}"; do
+            read -r _ r _ < <(grep '^STATS' "$work/w$((i + 1))/zeek.out" || echo "STATS 0 0")
+            [ "$r" -gt 0 ] || echo "#   WARNING: $rx worker $((i + 1)) of $n received nothing"
+        done
+    fi
+    achieved_rate["$rx/$n/$rate"]=$achieved
+    if [ "$sum_r" != "$sent" ]; then lossy["$rx/$n/$rate"]=1; fi
+    return 0
+}
+
+# run_scaling: for each round, worker count, rate and row kind in turn
+# (interleaved, so a change in the machine's load hits all rows alike).
+run_scaling() {
+    local rows="" rx n rate round best bestv v
+    declare -gA lossy=() achieved_rate=()
+    # Default: the four kinds (af_packet already said SKIPPED without root).
+    local kinds="recvmmsg io_uring af_packet cpp"
+    [ "$(id -u)" = 0 ] || kinds="recvmmsg io_uring cpp"
+    for rx in ${RECEIVERS:-$kinds}; do
+        case "$rx" in
+            recvmmsg|io_uring) rows="$rows $rx" ;;
+            af_packet)
+                if [ "$(id -u)" = 0 ]; then rows="$rows $rx"
+                else echo "# af_packet: SKIPPED (needs root to create a vxlan device)"; fi ;;
+            cpp)
+                if [ -n "$cpp_dir" ]; then rows="$rows $rx"
+                else echo "# cpp: SKIPPED (Zeek before 9.0 without CPP_PLUGIN_DIR)"; fi ;;
+            *) echo "# $rx: SKIPPED (not a --scaling row: recvmmsg, io_uring, af_packet, cpp)" ;;
+        esac
+    done
+    echo "# scaling: workers $workers; rows$rows; one port (ours: :workers=N; cpp: SO_REUSEPORT on the outer 4-tuple), one af_packet fanout group (FANOUT_HASH)"
+    echo "# per worker: its share of the packets received, its drops, its own CPU per packet it received, its wakes/s"
+    printf '%-7s %-10s %-10s %8s %8s %8s %7s %8s %7s %7s %7s %8s\n' workers receiver rate sent received dropped "loss%" machine zeek sender kthread "wakes/s"
+    for round in $(seq "$repeat"); do
+        for n in $workers; do
+            for rate in $rates; do
+                for rx in $rows; do scaling_row "$rx" "$n" "$rate" "$round"; done
+            done
+        done
+    done
+    # The highest rate at which a row kind with n workers lost nothing in
+    # any round (the sender's maximum counts as the rate it reached).
+    for rx in $rows; do
+        for n in $workers; do
+            best=none bestv=-1
+            for rate in $rates; do
+                [ -z "${lossy[$rx/$n/$rate]:-}" ] || continue
+                v=$rate; [ "$rate" = 0 ] && v=${achieved_rate[$rx/$n/$rate]:-0}
+                if [ "$v" -gt "$bestv" ]; then
+                    bestv=$v best=$rate
+                    [ "$rate" = 0 ] && best="max:$v"
+                fi
+            done
+            echo "# $rx, workers $n: highest loss-free rate $best"
+        done
+    done
 }
 
 # What one sleep and wake-up costs the sleeper here: Zeek pays it per poll.
@@ -452,6 +598,7 @@ fi
 # base-tap, base-tap-io_uring) instead.
 receivers=${RECEIVERS:-$receivers}
 echo "# trace: ${user_trace:-built-in, 1000 UDP frames of 64 bytes}; $per_loop packets a loop, $loops loops, $sent packets a row"
+if [ "$mode" = scaling ]; then run_scaling; exit 0; fi
 case " $receivers " in
     *" tap"*|*" base-tap"*)
         # The feed must not repeat a packet within the dedup window (1 ms):
