@@ -248,14 +248,19 @@ def main():
     # Flows in random order; --concurrency of them open at once.
     flows = []
     used = set()
-    for c, reqs in enumerate(plan):
-        client = clients[c % len(clients)]
-        server = servers[rng.randrange(len(servers))]
+
+    def fresh_port(client):
+        """An ephemeral port no earlier flow of `client` has used."""
         while True:
             cport = rng.randrange(32768, 61000)
             if (client.ip, cport) not in used:
                 used.add((client.ip, cport))
-                break
+                return cport
+
+    for c, reqs in enumerate(plan):
+        client = clients[c % len(clients)]
+        server = servers[rng.randrange(len(servers))]
+        cport = fresh_port(client)
         sport = 80 if rng.random() < 0.8 else 8080
         exchanges = []
         for post, body, resp in reqs:
@@ -264,11 +269,7 @@ def main():
         flows.append(("tcp", client, server, cport, sport, exchanges))
     for q in range(a.dns):
         client = clients[rng.randrange(len(clients))]
-        while True:
-            cport = rng.randrange(32768, 61000)
-            if (client.ip, cport) not in used:
-                used.add((client.ip, cport))
-                break
+        cport = fresh_port(client)
         flows.append(("dns", client, cport, q))
     rng.shuffle(flows)
 
