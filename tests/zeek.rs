@@ -1528,6 +1528,13 @@ mod tap {
         offline_with(z, dir, "offline", frames, &[])
     }
 
+    /// The shared trace's inner frames, and `zeek -r`'s logs of them.
+    fn session_and_logs(z: &Zeek, dir: &Path) -> (Vec<Vec<u8>>, Run) {
+        let frames = feeds::session();
+        let want = offline(z, dir, &frames);
+        (frames, want)
+    }
+
     /// `zeek -r` on these frames, in `dir/name`, with more arguments.
     fn offline_with(z: &Zeek, dir: &Path, name: &str, frames: &[Vec<u8>], args: &[&str]) -> Run {
         let out_dir = dir.join(name);
@@ -1657,9 +1664,8 @@ mod tap {
     fn a_dedup_gives_the_logs_of_the_original_trace() {
         let z = zeek_or_skip!("tap::a_dedup_gives_the_logs_of_the_original_trace");
         let dir = common::tmpdir("tap-a");
-        let frames = feeds::session();
+        let (frames, want) = session_and_logs(z, &dir);
         let n = frames.len();
-        let want = offline(z, &dir, &frames);
         let sends = feeds::doubled(&frames, |_| 0);
         let run = live(z, &dir, "dedup", &format!(":dedup={WINDOW}"), "", &sends, n);
         assert_eq!(run.conn, want.conn, "conn.log: {}", run.stderr());
@@ -1678,9 +1684,8 @@ mod tap {
     fn b_reorder_gives_the_logs_of_the_original_trace() {
         let z = zeek_or_skip!("tap::b_reorder_gives_the_logs_of_the_original_trace");
         let dir = common::tmpdir("tap-b");
-        let frames = feeds::session();
+        let (frames, want) = session_and_logs(z, &dir);
         let n = frames.len();
-        let want = offline(z, &dir, &frames);
         let (order, moved) = feeds::acks_first(&frames);
         assert!(moved > 0);
         let sends = feeds::once(&order, feeds::direction(&frames));
@@ -1710,9 +1715,8 @@ mod tap {
         let z =
             zeek_or_skip!("tap::c_dedup_and_reorder_together_the_knobs_by_redef_both_receivers");
         let dir = common::tmpdir("tap-c");
-        let frames = feeds::session();
+        let (frames, want) = session_and_logs(z, &dir);
         let n = frames.len();
-        let want = offline(z, &dir, &frames);
         let (order, moved) = feeds::acks_first(&frames);
         let sends = feeds::doubled(&order, feeds::direction(&frames));
         // The knobs, and (second run) path options over knobs of no use.
@@ -2062,9 +2066,8 @@ mod tap {
     fn with_vni_keys_dedup_splits_a_connection_copied_under_two_vnis() {
         let z = zeek_or_skip!("tap::with_vni_keys_dedup_splits_a_connection_copied_under_two_vnis");
         let dir = common::tmpdir("tap-vni");
-        let frames = feeds::session();
+        let (frames, want) = session_and_logs(z, &dir);
         let n = frames.len();
-        let want = offline(z, &dir, &frames);
         // Every packet via VNI 1 and, a hop later, VNI 2, VNI 2 first every
         // third time: the copy that arrives first is the one delivered.
         let sends = feeds::doubled(&frames, |_| 0);
