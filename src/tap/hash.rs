@@ -45,6 +45,8 @@ use crate::wire::Ip;
 pub const HEAD: usize = 128;
 /// Bytes read from the end of what was captured, past [`HEAD`].
 pub const TAIL: usize = 16;
+/// Masks that keep every bit.
+const NO_MASK: [u64; 2] = [!0, !0];
 
 /// A seeded hash of normalized inner packets.
 #[derive(Clone, Copy, Debug)]
@@ -82,60 +84,70 @@ impl PacketHasher {
     pub fn parsed(&self, p: &Parsed<'_>) -> u64 {
         match &p.ip {
             Some((at, ip)) => self.ip(ip, &p.data[*at..]),
-            None => self.sampled(!self.k1, p.data, p.data, p.wire_len),
+            None => self.sampled(!self.k1, p.data, NO_MASK, p.wire_len),
         }
     }
 
     fn ip(&self, ip: &Ip<'_>, bytes: &[u8]) -> u64 {
         // Captured bytes of the packet, without what follows its length.
         let len = (ip.header_len() + ip.payload().len()).min(bytes.len());
-        let n = len.min(HEAD);
-        let mut head = [0u8; HEAD];
-        head[..n].copy_from_slice(&bytes[..n]);
-        match ip {
-            // The views have checked that these headers are all there.
-            Ip::V4(_) => {
-                head[8] = 0;
-                head[10..12].fill(0);
-            }
-            Ip::V6(_) => head[7] = 0,
-        }
+        // TTL and checksum are masked out of the words as they are read,
+        // not cleared in a copy (a copy, and a byte store followed by a
+        // word load of it, cost more than the whole hash).
+        let masks = match ip {
+            // Bytes 8 (TTL) and 10-11 (checksum): bits 0-7 and 16-31 of
+            // the little-endian word at 8. The views have checked that
+            // these headers are all there.
+            Ip::V4(_) => [!0, !0xffff_00ff],
+            // Byte 7 (hop limit): bits 56-63 of the word at 0.
+            Ip::V6(_) => [!(0xff << 56), !0],
+        };
         let on_wire = ip.header_len() + ip.payload_len();
-        self.sampled(self.k1, &head[..n], &bytes[..len], on_wire)
+        self.sampled(self.k1, &bytes[..len], masks, on_wire)
     }
 
-    /// `head` (the first bytes as hashed, [`HEAD`] at most), the last
-    /// [`TAIL`] bytes of the rest of `bytes`, the captured length and
-    /// `wire_len`.
-    fn sampled(&self, seed: u64, head: &[u8], bytes: &[u8], wire_len: usize) -> u64 {
-        let head = &head[..head.len().min(HEAD)];
-        let h = self.absorb(seed, head);
-        let rest = &bytes[head.len()..];
-        let h = self.absorb(h, &rest[rest.len().saturating_sub(TAIL)..]);
+    /// The first [`HEAD`] bytes of `bytes` with `masks` applied, the last
+    /// [`TAIL`] bytes of the rest, the captured length and `wire_len`.
+    fn sampled(&self, seed: u64, bytes: &[u8], masks: [u64; 2], wire_len: usize) -> u64 {
+        let (head, rest) = bytes.split_at(bytes.len().min(HEAD));
+        let h = self.absorb(seed, head, masks);
+        let h = self.absorb(h, &rest[rest.len().saturating_sub(TAIL)..], NO_MASK);
         let h = self.round(h, bytes.len() as u64);
         self.round(h, wire_len as u64)
     }
 
     /// 32 bytes at a time in two independent lanes of 16 (so that two
     /// multiplications run at once), then eight at a time, then the length.
-    fn absorb(&self, h: u64, bytes: &[u8]) -> u64 {
+    /// The words at bytes 0 and 8 are ANDed with `masks` first.
+    fn absorb(&self, h: u64, bytes: &[u8], masks: [u64; 2]) -> u64 {
+        let masked = |w: u64, at: usize| match at {
+            0 => w & masks[0],
+            8 => w & masks[1],
+            _ => w,
+        };
         // The second lane starts from the key alone: started from `h`
         // too, the two would cancel when they meet and lose `h`.
         let mut lanes = [h, self.k1.rotate_left(32)];
         let mut blocks = bytes.chunks_exact(32);
+        let mut at = 0;
         for b in &mut blocks {
-            lanes[0] = self.mix(lanes[0] ^ word(b, 0), word(b, 8));
+            lanes[0] = self.mix(
+                lanes[0] ^ masked(word(b, 0), at),
+                masked(word(b, 8), at + 8),
+            );
             lanes[1] = self.mix(lanes[1] ^ word(b, 16), word(b, 24));
+            at += 32;
         }
         let mut h = self.round(lanes[0], lanes[1]);
         let mut words = blocks.remainder().chunks_exact(8);
         for w in &mut words {
-            h = self.round(h, word(w, 0));
+            h = self.round(h, masked(word(w, 0), at));
+            at += 8;
         }
         let rest = words.remainder();
         let mut b = [0u8; 8];
         b[..rest.len()].copy_from_slice(rest);
-        let h = self.round(h, u64::from_le_bytes(b));
+        let h = self.round(h, masked(u64::from_le_bytes(b), at));
         self.round(h, bytes.len() as u64)
     }
 

@@ -86,11 +86,9 @@ impl<'a> Ip<'a> {
     /// Source and destination as 16 bytes: IPv4 addresses in the last four,
     /// after zeros, so that both fold into one flow hash alike.
     pub fn addresses(&self) -> ([u8; 16], [u8; 16]) {
-        let widen = |v4: [u8; 4]| {
-            let mut a = [0u8; 16];
-            a[12..].copy_from_slice(&v4);
-            a
-        };
+        // Built in a register and stored whole: a later word load of the
+        // address then reads what one store wrote.
+        let widen = |v4: [u8; 4]| u128::from(u32::from_be_bytes(v4)).to_be_bytes();
         match self {
             Ip::V4(v4) => (widen(v4.src()), widen(v4.dst())),
             Ip::V6(v6) => (v6.src(), v6.dst()),
