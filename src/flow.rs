@@ -68,24 +68,11 @@ impl FlowKey {
         let (src, dst) = ip.addresses();
         // Compared as numbers: the order of the bytes, in fewer steps.
         let forward = (u128::from_be_bytes(src), sport) <= (u128::from_be_bytes(dst), dport);
-        Some(match forward {
-            true => (
-                FlowKey {
-                    a: (src, sport),
-                    b: (dst, dport),
-                    proto,
-                },
-                0,
-            ),
-            false => (
-                FlowKey {
-                    a: (dst, dport),
-                    b: (src, sport),
-                    proto,
-                },
-                1,
-            ),
-        })
+        let (a, b, dir) = match forward {
+            true => ((src, sport), (dst, dport), 0),
+            false => ((dst, dport), (src, sport), 1),
+        };
+        Some((FlowKey { a, b, proto }, dir))
     }
 
     /// The symmetric flow hash: the XOR of the address words and the ports
