@@ -224,44 +224,59 @@ fn receive_as_paced(
 /// the socket's buffer within it ends each hold-off early: the wait costs
 /// no datagram. The sender keeps a high rate in bursts; the buffer holds
 /// a few thousand datagrams, far fewer than arrive in one `batch_wait`.
+///
+/// A hold-off that ignored the rate would lose thousands of datagrams in
+/// every run. A test thread the machine stalls for longer than the buffer
+/// lasts (tens of ms) loses some whatever the hold-off, as seen once in
+/// about 170 CI rounds: such a run is repeated, up to [`ATTEMPTS`] runs.
 #[test]
 fn a_stream_at_high_rate_loses_nothing_to_the_wait() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     const SENT: u64 = 40_000;
     for kind in receivers() {
-        let mut path = zeek_udp_source::path::parse("127.0.0.1:1").unwrap();
-        path.addr.set_port(0);
-        let cfg = Config {
-            batch_wait: Duration::from_secs(2),
-            recv_buffer_size: 2 << 20,
-            ..config(kind)
-        };
-        let mut src = Source::open_path(path, &cfg).unwrap();
-        let to = src.local_addr().unwrap();
-        let done = std::sync::Arc::new(AtomicBool::new(false));
-        let sender = {
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-                let d = datagram(1);
-                for i in 0..SENT {
-                    tx.send_to(&d, to).unwrap();
-                    // Bursts of 64, then a pause: high rate, not more than
-                    // an unoptimised receiver keeps up with.
-                    if i % 64 == 63 {
-                        std::thread::sleep(Duration::from_micros(300));
-                    }
-                }
-                done.store(true, Ordering::Release);
-            })
-        };
-        let (received, drops) = receive_as_paced(&mut src, SENT, &done);
-        sender.join().unwrap();
+        let mut runs = Vec::new();
+        while runs.len() < ATTEMPTS && runs.last() != Some(&(SENT, 0)) {
+            runs.push(stream_at_high_rate(kind, SENT));
+        }
         assert_eq!(
-            (received, drops),
-            (SENT, 0),
-            "{kind:?}: every datagram received, none dropped in the socket"
+            runs.last().copied(),
+            Some((SENT, 0)),
+            "{kind:?}: (received, dropped in the socket) of {SENT} in each run: {runs:?}"
         );
-        assert_accounted(&mut src);
     }
+}
+
+/// One run of [`a_stream_at_high_rate_loses_nothing_to_the_wait`]:
+/// (received, kernel drops).
+fn stream_at_high_rate(kind: ReceiverKind, sent: u64) -> (u64, u64) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut path = zeek_udp_source::path::parse("127.0.0.1:1").unwrap();
+    path.addr.set_port(0);
+    let cfg = Config {
+        batch_wait: Duration::from_secs(2),
+        recv_buffer_size: 2 << 20,
+        ..config(kind)
+    };
+    let mut src = Source::open_path(path, &cfg).unwrap();
+    let to = src.local_addr().unwrap();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let sender = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let d = datagram(1);
+            for i in 0..sent {
+                tx.send_to(&d, to).unwrap();
+                // Bursts of 64, then a pause: high rate, not more than
+                // an unoptimised receiver keeps up with.
+                if i % 64 == 63 {
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+            }
+            done.store(true, Ordering::Release);
+        })
+    };
+    let result = receive_as_paced(&mut src, sent, &done);
+    sender.join().unwrap();
+    assert_accounted(&mut src);
+    result
 }
