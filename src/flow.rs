@@ -19,11 +19,12 @@ pub const MIX_ROUNDS: usize = 2;
 /// The endpoints of a packet's flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    /// Lower endpoint (address bytes, port), so both directions agree.
-    /// IPv4 addresses are the last four bytes, after zeros.
-    pub a: ([u8; 16], u16),
+    /// Lower endpoint (address, port), so both directions agree. An
+    /// address is its bytes read big-endian, IPv4 in the low 32 bits
+    /// ([`Ip::addresses`]).
+    pub a: (u128, u16),
     /// Higher endpoint.
-    pub b: ([u8; 16], u16),
+    pub b: (u128, u16),
     /// IP protocol number (for IPv6, after the extension headers).
     pub proto: u8,
 }
@@ -66,8 +67,7 @@ impl FlowKey {
             _ => (0, 0),
         };
         let (src, dst) = ip.addresses();
-        // Compared as numbers: the order of the bytes, in fewer steps.
-        let forward = (u128::from_be_bytes(src), sport) <= (u128::from_be_bytes(dst), dport);
+        let forward = (src, sport) <= (dst, dport);
         let (a, b, dir) = match forward {
             true => ((src, sport), (dst, dport), 0),
             false => ((dst, dport), (src, sport), 1),
@@ -79,12 +79,9 @@ impl FlowKey {
     /// (XOR ignores direction), mixed. It is what the balancing program
     /// computes, so that `hash() % workers` is the worker it picks.
     pub fn hash(&self) -> u32 {
-        // The XOR of the four big-endian 32-bit words, from one load.
-        let words = |a: &[u8; 16]| {
-            let x = u128::from_be_bytes(*a);
-            (x >> 96) as u32 ^ (x >> 64) as u32 ^ (x >> 32) as u32 ^ x as u32
-        };
-        mix(words(&self.a.0) ^ words(&self.b.0) ^ u32::from(self.a.1) ^ u32::from(self.b.1))
+        // The XOR of the four big-endian 32-bit words.
+        let words = |x: u128| (x >> 96) as u32 ^ (x >> 64) as u32 ^ (x >> 32) as u32 ^ x as u32;
+        mix(words(self.a.0) ^ words(self.b.0) ^ u32::from(self.a.1) ^ u32::from(self.b.1))
     }
 }
 

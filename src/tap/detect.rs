@@ -19,7 +19,7 @@ use std::fmt;
 use super::dedup::Dedup;
 use super::hash::PacketHasher;
 use super::parsed::Parsed;
-use super::tcp::{self, Flows, after};
+use super::tcp::{self, FlowState, Flows, Progress, after};
 use super::{DEFAULT_DEDUP_WINDOW, nanos};
 use crate::cmsg::Timestamp;
 
@@ -54,10 +54,25 @@ impl fmt::Display for Advice {
     }
 }
 
+/// One direction of a flow, as the check follows it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Dir {
+    /// What of it has been seen.
+    seen: Progress,
+    /// An ACK of it for data not seen yet, and when.
+    unseen_ack: Option<(u32, u64)>,
+}
+
+/// A flow as the check follows it, indexed by direction.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flow([Dir; 2]);
+
+impl FlowState for Flow {}
+
 /// The feed check of one source.
 pub struct Detector {
     dups: Option<Dedup>,
-    flows: Option<Flows>,
+    flows: Option<Flows<Flow>>,
     second: i64,
     left: u32,
     duplicates: u64,
@@ -110,34 +125,29 @@ impl Detector {
 
     /// Is `p` data that an ACK seen earlier acknowledged before it came?
     fn late_data(&mut self, p: &Parsed<'_>, at: u64) -> bool {
-        let (Some(flows), Some(seg)) = (self.flows.as_mut(), tcp::segment(p)) else {
+        let (Some(flows), Some((key, seg))) = (self.flows.as_mut(), tcp::segment(p)) else {
             return false;
         };
-        let Some(slot) = flows.slot(&seg.key, at) else {
+        let Some(slot) = flows.slot(flows.place(&key), at) else {
             return false;
         };
-        let flow = flows.get(slot);
+        let Flow(dirs) = flows.get(slot);
         let (dir, other) = (seg.dir, 1 - seg.dir);
         let mut late = false;
-        if let Some((ack, when)) = flow.dirs[other].unseen_ack {
+        if let Some((ack, when)) = dirs[other].unseen_ack {
             // This segment holds the acknowledged data (not data sent after
             // it, which a stale sample would otherwise take for it).
             if after(ack, seg.seq) && !after(ack, seg.end) {
                 late = at.saturating_sub(when) <= LATE_DATA_NS;
-                flow.dirs[other].unseen_ack = None;
+                dirs[other].unseen_ack = None;
             } else if at.saturating_sub(when) > LATE_DATA_NS {
-                flow.dirs[other].unseen_ack = None;
+                dirs[other].unseen_ack = None;
             }
         }
-        let d = &mut flow.dirs[dir];
-        if !d.known || after(seg.end, d.next) {
-            d.next = seg.end;
-            d.known = true;
-        }
+        dirs[dir].seen.reach(seg.end);
         if let Some(ack) = seg.ack {
-            let o = flow.dirs[other];
-            if o.known && after(ack, o.next) && flow.dirs[dir].unseen_ack.is_none() {
-                flow.dirs[dir].unseen_ack = Some((ack, at));
+            if dirs[other].seen.behind(ack) && dirs[dir].unseen_ack.is_none() {
+                dirs[dir].unseen_ack = Some((ack, at));
             }
         }
         late

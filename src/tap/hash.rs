@@ -37,6 +37,7 @@
 use std::hash::{BuildHasher, Hasher as _};
 
 use super::parsed::Parsed;
+use crate::flow::FlowKey;
 use crate::link::LinkType;
 use crate::wire::Ip;
 
@@ -110,45 +111,49 @@ impl PacketHasher {
     /// [`TAIL`] bytes of the rest, the captured length and `wire_len`.
     fn sampled(&self, seed: u64, bytes: &[u8], masks: [u64; 2], wire_len: usize) -> u64 {
         let (head, rest) = bytes.split_at(bytes.len().min(HEAD));
-        let h = self.absorb(seed, head, masks);
-        let h = self.absorb(h, &rest[rest.len().saturating_sub(TAIL)..], NO_MASK);
-        let h = self.round(h, bytes.len() as u64);
-        self.round(h, wire_len as u64)
+        let mut h = self.absorb(seed, head, masks);
+        if !rest.is_empty() {
+            h = self.absorb(h, &rest[rest.len().saturating_sub(TAIL)..], NO_MASK);
+        }
+        // Both lengths in one multiplication (each is keyed by the mix).
+        self.mix(h ^ bytes.len() as u64, wire_len as u64)
     }
 
     /// 32 bytes at a time in two independent lanes of 16 (so that two
-    /// multiplications run at once), then eight at a time, then the length.
-    /// The words at bytes 0 and 8 are ANDed with `masks` first.
+    /// multiplications run at once), then 16, then what is left as two
+    /// words, then the length. The first two words read are ANDed with
+    /// `masks`: bytes 0-15 when there are 16 bytes or more, which an IP
+    /// header always has (shorter input is hashed unmasked).
     fn absorb(&self, h: u64, bytes: &[u8], masks: [u64; 2]) -> u64 {
-        let masked = |w: u64, at: usize| match at {
-            0 => w & masks[0],
-            8 => w & masks[1],
-            _ => w,
-        };
         // The second lane starts from the key alone: started from `h`
         // too, the two would cancel when they meet and lose `h`.
         let mut lanes = [h, self.k1.rotate_left(32)];
+        let mut m = masks;
         let mut blocks = bytes.chunks_exact(32);
-        let mut at = 0;
         for b in &mut blocks {
-            lanes[0] = self.mix(
-                lanes[0] ^ masked(word(b, 0), at),
-                masked(word(b, 8), at + 8),
-            );
+            lanes[0] = self.mix(lanes[0] ^ (word(b, 0) & m[0]), word(b, 8) & m[1]);
             lanes[1] = self.mix(lanes[1] ^ word(b, 16), word(b, 24));
-            at += 32;
+            m = NO_MASK;
         }
-        let mut h = self.round(lanes[0], lanes[1]);
-        let mut words = blocks.remainder().chunks_exact(8);
-        for w in &mut words {
-            h = self.round(h, masked(word(w, 0), at));
-            at += 8;
+        let mut rest = blocks.remainder();
+        if rest.len() >= 16 {
+            lanes[0] = self.mix(lanes[0] ^ (word(rest, 0) & m[0]), word(rest, 8) & m[1]);
+            rest = &rest[16..];
         }
-        let rest = words.remainder();
-        let mut b = [0u8; 8];
-        b[..rest.len()].copy_from_slice(rest);
-        let h = self.round(h, masked(u64::from_le_bytes(b), at));
+        let (a, b) = short(rest);
+        let h = self.mix(lanes[0] ^ a, lanes[1] ^ b);
         self.round(h, bytes.len() as u64)
+    }
+
+    /// The fingerprint of a flow, which the flow tables key by: its
+    /// addresses, ports and protocol, seeded.
+    pub fn flow(&self, key: &FlowKey) -> u64 {
+        let ((a, pa), (b, pb)) = (key.a, key.b);
+        let rest = u64::from(pa) | u64::from(pb) << 16 | u64::from(key.proto) << 32;
+        // Two independent products, then one that joins them.
+        let x = self.mix(a as u64, (a >> 64) as u64);
+        let y = self.mix(b as u64 ^ rest, (b >> 64) as u64);
+        self.mix(x, y)
     }
 
     /// wyhash's mix of two words, each keyed: 16 bytes per multiplication.
@@ -163,6 +168,24 @@ impl PacketHasher {
     fn round(&self, h: u64, w: u64) -> u64 {
         let p = u128::from(h ^ w) * u128::from(self.k0);
         (p as u64) ^ ((p >> 64) as u64)
+    }
+}
+
+/// Fewer than 16 bytes as two words, read the way wyhash reads them: two
+/// loads that overlap rather than a byte-by-byte copy. Different bytes of
+/// one length give different words; the length is hashed after them.
+fn short(b: &[u8]) -> (u64, u64) {
+    let n = b.len();
+    let u32_at =
+        |at: usize| u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
+    match n {
+        8.. => (word(b, 0), word(b, n - 8)),
+        4..=7 => (u32_at(0), u32_at(n - 4)),
+        1..=3 => (
+            u64::from(b[0]) << 16 | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]),
+            0,
+        ),
+        0 => (0, 0),
     }
 }
 

@@ -83,15 +83,16 @@ impl<'a> Ip<'a> {
         }
     }
 
-    /// Source and destination as 16 bytes: IPv4 addresses in the last four,
-    /// after zeros, so that both fold into one flow hash alike.
-    pub fn addresses(&self) -> ([u8; 16], [u8; 16]) {
-        // Built in a register and stored whole: a later word load of the
-        // address then reads what one store wrote.
-        let widen = |v4: [u8; 4]| u128::from(u32::from_be_bytes(v4)).to_be_bytes();
+    /// Source and destination as numbers (the addresses read big-endian):
+    /// IPv4 addresses in the low 32 bits, so that both fold into one flow
+    /// hash alike, and compare as their bytes do.
+    pub fn addresses(&self) -> (u128, u128) {
         match self {
-            Ip::V4(v4) => (widen(v4.src()), widen(v4.dst())),
-            Ip::V6(v6) => (v6.src(), v6.dst()),
+            Ip::V4(v4) => (
+                u32::from_be_bytes(v4.src()).into(),
+                u32::from_be_bytes(v4.dst()).into(),
+            ),
+            Ip::V6(v6) => (u128::from_be_bytes(v6.src()), u128::from_be_bytes(v6.dst())),
         }
     }
 
@@ -174,22 +175,18 @@ impl<'a> Ipv4<'a> {
 
     /// Source address.
     pub fn src(&self) -> [u8; 4] {
-        [
-            self.packet.bytes[12],
-            self.packet.bytes[13],
-            self.packet.bytes[14],
-            self.packet.bytes[15],
-        ]
+        self.address(12)
     }
 
     /// Destination address.
     pub fn dst(&self) -> [u8; 4] {
-        [
-            self.packet.bytes[16],
-            self.packet.bytes[17],
-            self.packet.bytes[18],
-            self.packet.bytes[19],
-        ]
+        self.address(16)
+    }
+
+    fn address(&self, at: usize) -> [u8; 4] {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&self.packet.bytes[at..at + 4]);
+        a
     }
 
     /// The captured part of the payload, without any padding after it.
@@ -418,7 +415,10 @@ mod tests {
         assert_eq!((ip.protocol(), ip.header_len()), (UDP, 56));
         assert_eq!((ip.payload(), ip.payload_len()), (&[7; 12][..], 12));
         assert!(!ip.is_fragment());
-        assert_eq!(ip.addresses(), ([1; 16], [2; 16]));
+        assert_eq!(
+            ip.addresses(),
+            (u128::from_be_bytes([1; 16]), u128::from_be_bytes([2; 16]))
+        );
     }
 
     #[test]
