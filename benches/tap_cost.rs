@@ -1,16 +1,20 @@
-//! Issue "clean tap": what dedup and reorder together cost the receive path,
-//! as a ratio measured so that the machine's drift cannot make it.
+//! Issue "clean tap": what dedup and reorder cost the receive path, as
+//! ratios measured so that the machine's drift cannot make them.
 //!
 //! Criterion's `receive -- tap` group times "off" and "on" as separate
 //! benchmarks minutes apart; on a shared VM their ratio scatters by more
-//! than the 15% in question. Here each round fills and drains a source with
-//! both off and one with both on (1 ms windows, a bare option's defaults),
-//! one after the other, and times each drain by the thread's own CPU time
+//! than the 15% in question. Here each round fills and drains five sources
+//! one after the other: both off, both off again (the control: its ratio to
+//! the first is the noise floor of the run), dedup alone, reorder alone,
+//! and both (1 ms windows, a bare option's defaults). The order rotates
+//! from round to round, so that no source always drains first or right
+//! after the sender. Each drain is timed by the thread's own CPU time
 //! (CLOCK_THREAD_CPUTIME_ID: kernel and user time of the draining thread,
-//! not the sender's, not time the thread waited for a CPU). Reported: the
-//! medians over the rounds of CPU ns per packet, and their ratio.
+//! not the sender's, not time the thread waited for a CPU). Reported: each
+//! source's median over the rounds of CPU ns per packet, and its ratio to
+//! both off.
 //!
-//!     cargo bench --bench tap_cost            # TAP_ROUNDS=<n>, default 21
+//!     cargo bench --bench tap_cost            # TAP_ROUNDS=<n>, default 41
 
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -45,6 +49,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The sources of a run: a name, and (dedup, reorder) on or off.
+const SOURCES: [(&str, bool, bool); 5] = [
+    ("both off", false, false),
+    ("both off again", false, false),
+    ("dedup", true, false),
+    ("reorder", false, true),
+    ("dedup+reorder", true, true),
+];
+
 fn main() {
     // `cargo test --benches` runs bench targets with --test: one round each.
     let quick = std::env::args().any(|a| a == "--test");
@@ -53,30 +66,42 @@ fn main() {
         false => std::env::var("TAP_ROUNDS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(21),
+            .unwrap_or(41),
     };
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let window = Some(Duration::from_millis(1));
+    let window = Duration::from_millis(1);
     for size in [64usize, 512] {
         let payloads = tcp_stream(size);
-        let config = |on: Option<Duration>| Config {
-            recv_buffer_size: RCVBUF,
-            batch_wait: Duration::ZERO,
-            dedup: on,
-            reorder: on,
-            ..Config::default()
-        };
-        let mut off = vxlan_source(&config(None));
-        let mut on = vxlan_source(&config(window));
-        let (mut t_off, mut t_on) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            t_off.push(round(&mut off, &tx, &payloads));
-            t_on.push(round(&mut on, &tx, &payloads));
+        let mut sources: Vec<Source> = SOURCES
+            .iter()
+            .map(|&(_, dedup, reorder)| {
+                vxlan_source(&Config {
+                    recv_buffer_size: RCVBUF,
+                    batch_wait: Duration::ZERO,
+                    dedup: dedup.then_some(window),
+                    reorder: reorder.then_some(window),
+                    ..Config::default()
+                })
+            })
+            .collect();
+        let mut times = vec![Vec::new(); SOURCES.len()];
+        for r in 0..rounds {
+            for k in 0..SOURCES.len() {
+                let i = (r + k) % SOURCES.len();
+                times[i].push(round(&mut sources[i], &tx, &payloads));
+            }
         }
-        let (m_off, m_on) = (median(t_off), median(t_on));
+        let medians: Vec<f64> = times.into_iter().map(median).collect();
+        let line: Vec<String> = SOURCES
+            .iter()
+            .zip(&medians)
+            .skip(1)
+            .map(|((name, ..), m)| format!("{name} {m:.0} ({:.3}x)", m / medians[0]))
+            .collect();
         println!(
-            "tap_cost/{size}: both off {m_off:.0} ns/pkt, dedup+reorder {m_on:.0} ns/pkt: {:.3}x ({rounds} rounds of {FILL}, thread CPU, medians)",
-            m_on / m_off
+            "tap_cost/{size}: both off {:.0} ns/pkt; {} ({rounds} rounds of {FILL}, thread CPU, medians)",
+            medians[0],
+            line.join(", ")
         );
     }
 }

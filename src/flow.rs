@@ -67,12 +67,32 @@ impl FlowKey {
             _ => (0, 0),
         };
         let (src, dst) = ip.addresses();
-        let forward = (src, sport) <= (dst, dport);
-        let (a, b, dir) = match forward {
-            true => ((src, sport), (dst, dport), 0),
-            false => ((dst, dport), (src, sport), 1),
-        };
-        Some((FlowKey { a, b, proto }, dir))
+        Some(FlowKey::between(proto, (src, sport), (dst, dport)))
+    }
+
+    /// The key of a packet of protocol `proto` from `src` to `dst`
+    /// (address as in [`Ip::addresses`], port), and its direction: 0 when
+    /// its sender is `a`, 1 when it is `b`.
+    #[inline]
+    pub fn between(proto: u8, src: (u128, u16), dst: (u128, u16)) -> (FlowKey, usize) {
+        match src <= dst {
+            true => (
+                FlowKey {
+                    a: src,
+                    b: dst,
+                    proto,
+                },
+                0,
+            ),
+            false => (
+                FlowKey {
+                    a: dst,
+                    b: src,
+                    proto,
+                },
+                1,
+            ),
+        }
     }
 
     /// The symmetric flow hash: the XOR of the address words and the ports

@@ -130,16 +130,24 @@ impl Dedup {
     }
 
     /// [`Dedup::is_copy`] for a hash already made.
+    #[inline]
     pub fn seen(&mut self, hash: u64, at: u64) -> bool {
         let at = at | 1;
         let bucket = self.bucket(hash);
         let window = self.window;
         let live = |s: &Slot| s.at != 0 && s.at.abs_diff(at) <= window;
         let ways = &mut self.slots[bucket..bucket + WAYS];
-        if ways.iter().any(|s| s.hash == hash && live(s)) {
-            return true;
+        // One pass: a live slot of this hash is a copy; else the first slot
+        // not live takes it, or, all live, the oldest.
+        let mut free = None;
+        for (i, s) in ways.iter().enumerate() {
+            match live(s) {
+                true if s.hash == hash => return true,
+                true => {}
+                false => free = free.or(Some(i)),
+            }
         }
-        let victim = match ways.iter().position(|s| !live(s)) {
+        let victim = match free {
             Some(i) => i,
             None => {
                 self.overwritten += 1;

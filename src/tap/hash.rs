@@ -17,26 +17,30 @@
 //! one. A packet that is not IP is hashed the same way from its first byte,
 //! link layer included.
 //!
-//! How much is read: the first [`HEAD`] bytes from the IP header on (the IP
-//! and transport headers and the start of the payload) and the last
-//! [`TAIL`] captured bytes, not the middle of a long payload. A copy made on
-//! the way is the same bytes, so what tells two packets apart is their
-//! headers: IP ID, sequence and acknowledgment numbers, TCP timestamps, and
-//! the transport checksum, which covers the whole payload (TCP, UDP, ICMP,
-//! SCTP); the tail holds what trails a payload (an ESP packet's integrity
-//! check). Two packets that match in all of that within the window are one
-//! packet sent again with the same checksum: a retransmission, of which
-//! the receiving host keeps the first as well. Reading the middle of every
-//! payload would cost the source what Zeek alone otherwise pays: the cache
-//! lines of a payload the source never touches (Arkime hashes headers
-//! only).
+//! How much is read. A TCP packet: its IP and TCP headers (options
+//! included) and its lengths, not its payload. Anything else: the first
+//! [`HEAD`] bytes from the IP header on (the headers and the start of the
+//! payload) and the last [`TAIL`] captured bytes, not the middle of a long
+//! payload. A copy made on the way is the same bytes, so what tells two
+//! packets apart is their headers: IP ID, sequence and acknowledgment
+//! numbers, TCP timestamps, and the transport checksum, which covers the
+//! whole payload (TCP, UDP, ICMP, SCTP). Two TCP segments of one connection
+//! that match in all of that within the window are one segment sent again
+//! with the same checksum: a retransmission, of which the receiving host
+//! keeps the first as well. A UDP checksum is optional and 16 bits, and two
+//! datagrams of one flow often share length and ports, so UDP and the rest
+//! are also told apart by the start of their payload (where sequence
+//! numbers and IDs sit) and its end (an ESP packet's integrity check).
+//! Reading more would cost the source what Zeek alone otherwise pays: the
+//! cache lines of a payload the source never touches (Arkime hashes
+//! headers only).
 //!
 //! The seed is random per source, so a sender cannot craft packets that
 //! collide with someone else's to have them suppressed.
 
 use std::hash::{BuildHasher, Hasher as _};
 
-use super::parsed::Parsed;
+use super::parsed::{Inner, Parsed};
 use crate::flow::FlowKey;
 use crate::link::LinkType;
 use crate::wire::Ip;
@@ -84,18 +88,16 @@ impl PacketHasher {
     /// The hash of a packet whose IP layer has been found.
     pub fn parsed(&self, p: &Parsed<'_>) -> u64 {
         match &p.ip {
-            Some((at, ip)) => self.ip(ip, &p.data[*at..]),
+            Some(ip) => self.ip(ip),
             None => self.sampled(!self.k1, p.data, NO_MASK, p.wire_len),
         }
     }
 
-    fn ip(&self, ip: &Ip<'_>, bytes: &[u8]) -> u64 {
-        // Captured bytes of the packet, without what follows its length.
-        let len = (ip.header_len() + ip.payload().len()).min(bytes.len());
+    fn ip(&self, ip: &Inner<'_>) -> u64 {
         // TTL and checksum are masked out of the words as they are read,
         // not cleared in a copy (a copy, and a byte store followed by a
         // word load of it, cost more than the whole hash).
-        let masks = match ip {
+        let masks = match ip.view {
             // Bytes 8 (TTL) and 10-11 (checksum): bits 0-7 and 16-31 of
             // the little-endian word at 8. The views have checked that
             // these headers are all there.
@@ -103,8 +105,16 @@ impl PacketHasher {
             // Byte 7 (hop limit): bits 56-63 of the word at 0.
             Ip::V6(_) => [!(0xff << 56), !0],
         };
-        let on_wire = ip.header_len() + ip.payload_len();
-        self.sampled(self.k1, &bytes[..len], masks, on_wire)
+        let captured = ip.bytes.len();
+        match ip.tcp.map(|tcp| ip.header_len + tcp.len()) {
+            // TCP: the headers and the lengths; the payload through the
+            // checksum (see the module doc).
+            Some(end) if end <= HEAD => {
+                let h = self.absorb(self.k1, &ip.bytes[..end], masks);
+                self.mix(h ^ captured as u64, ip.on_wire as u64)
+            }
+            _ => self.sampled(self.k1, ip.bytes, masks, ip.on_wire),
+        }
     }
 
     /// The first [`HEAD`] bytes of `bytes` with `masks` applied, the last
@@ -147,6 +157,7 @@ impl PacketHasher {
 
     /// The fingerprint of a flow, which the flow tables key by: its
     /// addresses, ports and protocol, seeded.
+    #[inline]
     pub fn flow(&self, key: &FlowKey) -> u64 {
         let ((a, pa), (b, pb)) = (key.a, key.b);
         let rest = u64::from(pa) | u64::from(pb) << 16 | u64::from(key.proto) << 32;
@@ -246,7 +257,7 @@ pub(crate) mod tests {
         let mut tos = a.clone();
         tos[15] = 4;
         assert_ne!(hash(&a), hash(&tos), "DSCP/ECN");
-        // Long payloads: a change in either lane of a block, or in the tail.
+        // Long payloads: a change anywhere, with the checksum it brings.
         let long: Vec<u8> = (0..2001u32).map(|i| (i * 7) as u8).collect();
         let base = hash(&tcp4(64, 1, 2, &long));
         for at in [0, 20, 100, 1999, 2000] {
@@ -263,27 +274,65 @@ pub(crate) mod tests {
         );
     }
 
+    /// Swaps two 16-bit words of `p`: the one's complement sum, so the
+    /// transport checksum, stays the same, and only those bytes change.
+    fn swap_words(p: &[u8], at: usize, other: usize) -> Vec<u8> {
+        let mut q = p.to_vec();
+        let (x, y) = (q[at..at + 2].to_vec(), q[other..other + 2].to_vec());
+        q[at..at + 2].copy_from_slice(&y);
+        q[other..other + 2].copy_from_slice(&x);
+        assert_ne!(p, &q[..]);
+        q
+    }
+
     #[test]
-    fn the_middle_of_a_long_payload_counts_through_the_checksum_alone() {
+    fn a_tcp_payload_counts_through_the_checksum_alone() {
         let hash = |p: &[u8]| h().packet(LinkType::En10Mb, p, p.len());
         let payload: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
         let a = tcp4(64, 1, 2, &payload);
-        // Two 16-bit words of the middle swapped: the one's complement sum,
-        // so the TCP checksum, stays the same, and only the middle changed.
-        let mut b = a.clone();
-        let at = 14 + 20 + 20 + 400;
-        let (x, y) = (b[at..at + 2].to_vec(), b[at + 100..at + 102].to_vec());
-        b[at..at + 2].copy_from_slice(&y);
-        b[at + 100..at + 102].copy_from_slice(&x);
-        assert_ne!(a, b);
-        assert_eq!(hash(&a), hash(&b), "read: the head and the tail");
+        let start = 14 + 20 + 20;
+        for (x, y) in [(0, 100), (400, 500), (990, 996)] {
+            let b = swap_words(&a, start + x, start + y);
+            assert_eq!(hash(&a), hash(&b), "payload bytes {x} and {y}");
+        }
         // The same change with its checksum, as a sender makes it.
         let mut other = payload.clone();
         other[450] ^= 1;
         assert_ne!(hash(&tcp4(64, 1, 2, &other)), hash(&a));
-        let mut tail = b.clone();
-        *tail.last_mut().unwrap() ^= 1;
-        assert_ne!(hash(&tail), hash(&b), "the tail is read");
+        // TCP options count: they are header.
+        let opts = {
+            let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(40000, 80, 1, 1024)
+                .ack(2)
+                .options(&[etherparse::TcpOptionElement::Timestamp(5, 6)])
+                .unwrap();
+            let mut out = Vec::new();
+            b.write(&mut out, &payload).unwrap();
+            out
+        };
+        let at = 14 + 20 + 20 + 4; // TSval's high bytes, swapped with data
+        assert_ne!(hash(&opts), hash(&swap_words(&opts, at, at + 200)));
+    }
+
+    #[test]
+    fn udp_is_told_apart_by_its_payload_head_and_tail_not_its_middle() {
+        let hash = |p: &[u8]| h().packet(LinkType::Raw, p, p.len());
+        let payload: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
+        let udp = {
+            let b = etherparse::PacketBuilder::ipv6([1; 16], [2; 16], 64).udp(5000, 514);
+            let mut out = Vec::new();
+            b.write(&mut out, &payload).unwrap();
+            out
+        };
+        let start = 40 + 8;
+        // Equal checksums all: the head and the tail count, the middle not.
+        let head = swap_words(&udp, start + 2, start + 400);
+        assert_ne!(hash(&udp), hash(&head), "the head is read");
+        let middle = swap_words(&udp, start + 300, start + 400);
+        assert_eq!(hash(&udp), hash(&middle), "the middle is not");
+        let tail = swap_words(&udp, start + 400, start + 996);
+        assert_ne!(hash(&udp), hash(&tail), "the tail is read");
     }
 
     #[test]

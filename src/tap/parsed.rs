@@ -2,29 +2,88 @@
 //! it: the dedup hash, the TCP segment, the feed check.
 
 use crate::link::LinkType;
+use crate::wire::ip::TCP;
 use crate::wire::{Ip, ethernet};
 
-/// A packet's bytes, its length on the wire, and its checked IP view.
+/// A packet's bytes, its length on the wire, and its IP layer.
 #[derive(Clone, Copy, Debug)]
 pub struct Parsed<'a> {
     /// The captured bytes.
     pub data: &'a [u8],
     /// The length on the wire, never less than the captured length.
     pub wire_len: usize,
-    /// Where the IP header starts in `data`, and its checked view; `None`
-    /// when the packet is not IP or its IP headers are malformed.
-    pub ip: Option<(usize, Ip<'a>)>,
+    /// The IP layer; `None` when the packet is not IP or its IP headers
+    /// are malformed.
+    pub ip: Option<Inner<'a>>,
+}
+
+/// An inner IP packet and what the tap asks of it, each read once.
+#[derive(Clone, Copy, Debug)]
+pub struct Inner<'a> {
+    /// The checked view.
+    pub view: Ip<'a>,
+    /// The captured bytes from the IP header on, without what follows the
+    /// packet's length (padding).
+    pub bytes: &'a [u8],
+    /// Header length (for IPv6 with the extension headers walked).
+    pub header_len: usize,
+    /// Header and payload on the wire.
+    pub on_wire: usize,
+    /// The TCP header, options included as far as captured, when this is
+    /// TCP, not a fragment, its fixed 20 bytes were captured and its data
+    /// offset is valid.
+    pub tcp: Option<&'a [u8]>,
 }
 
 impl<'a> Parsed<'a> {
     /// Finds the IP layer of a packet of `link`.
+    #[inline]
     pub fn new(link: LinkType, data: &'a [u8], wire_len: usize) -> Self {
         let wire_len = wire_len.max(data.len());
-        let ip = ip_start(link, data).and_then(|at| {
-            let ip = Ip::new_checked(&data[at..], wire_len - at).ok()?;
-            Some((at, ip))
-        });
+        let ip = ip_start(link, data).and_then(|at| Inner::new(&data[at..], wire_len - at));
         Parsed { data, wire_len, ip }
+    }
+}
+
+impl<'a> Inner<'a> {
+    #[inline]
+    fn new(bytes: &'a [u8], wire_len: usize) -> Option<Self> {
+        let view = Ip::new_checked(bytes, wire_len).ok()?;
+        // One match on the version for all four (each accessor of the view
+        // would match again).
+        let (header_len, payload, payload_len, tcp) = match &view {
+            Ip::V4(v) => (
+                v.header_len(),
+                v.payload(),
+                v.payload_len(),
+                v.protocol() == TCP && !v.is_fragment(),
+            ),
+            Ip::V6(v) => (
+                v.header_len(),
+                v.payload(),
+                v.payload_len(),
+                v.protocol() == TCP && !v.is_fragment(),
+            ),
+        };
+        let tcp = match tcp {
+            true => payload.get(..20).and_then(|fixed| {
+                let len = usize::from(fixed[12] >> 4) * 4;
+                (len >= 20).then(|| &payload[..len.min(payload.len())])
+            }),
+            false => None,
+        };
+        Some(Inner {
+            view,
+            bytes: &bytes[..header_len + payload.len()],
+            header_len,
+            on_wire: header_len + payload_len,
+            tcp,
+        })
+    }
+
+    /// The payload's length on the wire.
+    pub fn payload_len(&self) -> usize {
+        self.on_wire - self.header_len
     }
 }
 
@@ -46,14 +105,12 @@ mod tests {
     fn the_ip_layer_is_found_behind_ethernet_or_at_once_and_never_in_ppp() {
         let p = tcp4(64, 1, 2, b"x");
         let eth = Parsed::new(LinkType::En10Mb, &p, 0);
-        assert_eq!(
-            (eth.ip.map(|(at, _)| at), eth.wire_len),
-            (Some(14), p.len())
-        );
-        assert_eq!(
-            Parsed::new(LinkType::Raw, &p[14..], 0).ip.map(|i| i.0),
-            Some(0)
-        );
+        let ip = eth.ip.unwrap();
+        assert_eq!((ip.bytes, eth.wire_len), (&p[14..], p.len()));
+        assert_eq!((ip.header_len, ip.on_wire, ip.payload_len()), (20, 41, 21));
+        assert_eq!(ip.tcp, Some(&p[34..54]));
+        let raw = Parsed::new(LinkType::Raw, &p[14..], 0).ip.unwrap();
+        assert_eq!(raw.bytes, ip.bytes);
         assert!(Parsed::new(LinkType::Ppp, &p, p.len()).ip.is_none());
         assert!(
             Parsed::new(LinkType::En10Mb, &p[..20], p.len())

@@ -215,6 +215,7 @@ impl Reorder {
 
     /// Finds where the flow state of `seg` is and starts loading it, for
     /// [`Reorder::decide`].
+    #[inline]
     pub fn prefetch(&self, seg: Option<(FlowKey, Segment)>) -> Option<(Segment, Place)> {
         seg.map(|(key, s)| (s, self.flows.place(&key)))
     }
@@ -222,6 +223,7 @@ impl Reorder {
     /// Whether a packet just received at `at` (ns), with this TCP segment
     /// if it is one, must be held; `None`: it is delivered now (and counted
     /// as such).
+    #[inline]
     pub fn decide(&mut self, at: u64, seg: Option<(Segment, Place)>) -> Option<Hold> {
         self.now = self.now.max(at);
         self.arrivals += 1;

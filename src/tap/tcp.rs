@@ -29,21 +29,18 @@ pub struct Segment {
 
 /// The connection and segment in a packet, if it is a whole TCP header
 /// (not a fragment, header captured).
+#[inline]
 pub fn segment(p: &Parsed<'_>) -> Option<(FlowKey, Segment)> {
-    let (_, ip) = p.ip.as_ref()?;
-    if ip.protocol() != TCP || ip.is_fragment() {
-        return None;
-    }
-    let tcp = ip.payload().get(..20)?;
-    let header_len = usize::from(tcp[12] >> 4) * 4;
-    if header_len < 20 {
-        return None;
-    }
+    let ip = p.ip.as_ref()?;
+    let tcp = ip.tcp?;
     let word = |i: usize| u32::from_be_bytes([tcp[i], tcp[i + 1], tcp[i + 2], tcp[i + 3]]);
+    let port = |i: usize| u16::from_be_bytes([tcp[i], tcp[i + 1]]);
     let flags = tcp[13];
-    let (key, dir) = FlowKey::directed(ip)?;
+    let (src, dst) = ip.view.addresses();
+    let (key, dir) = FlowKey::between(TCP, (src, port(0)), (dst, port(2)));
     let seq = word(4);
     // Sequence space is modular: a length past 2^32 wraps like the numbers.
+    let header_len = usize::from(tcp[12] >> 4) * 4;
     let data_len = ip.payload_len().saturating_sub(header_len) as u32;
     let space = data_len
         .wrapping_add(u32::from(flags & SYN != 0))
@@ -158,6 +155,7 @@ impl<S: FlowState> Flows<S> {
 
     /// Where `key`'s flow is; starts loading its bucket, which
     /// [`Flows::slot`] reads.
+    #[inline]
     pub fn place(&self, key: &FlowKey) -> Place {
         let tag = self.hasher.flow(key) | 1;
         let first = ((tag >> 32) as usize & (self.buckets - 1)) * WAYS;
@@ -169,6 +167,7 @@ impl<S: FlowState> Flows<S> {
 
     /// The slot of the flow at `place`, made if need be; `None` when its
     /// bucket is all pinned flows.
+    #[inline]
     pub fn slot(&mut self, place: Place, now: u64) -> Option<usize> {
         let Place { tag, first } = place;
         let idle = self.idle;

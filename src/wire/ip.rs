@@ -86,6 +86,7 @@ impl<'a> Ip<'a> {
     /// Source and destination as numbers (the addresses read big-endian):
     /// IPv4 addresses in the low 32 bits, so that both fold into one flow
     /// hash alike, and compare as their bytes do.
+    #[inline]
     pub fn addresses(&self) -> (u128, u128) {
         match self {
             Ip::V4(v4) => (
