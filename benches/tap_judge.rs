@@ -15,27 +15,8 @@ use std::time::{Duration, Instant};
 use zeek_udp_source::tap::{Probe, Tap, Verdict};
 use zeek_udp_source::{LinkType, Timestamp};
 
-/// Packets per pass.
-const PACKETS: u32 = 20_000;
-
-fn frames(size: usize) -> Vec<Vec<u8>> {
-    (0..PACKETS)
-        .map(|i| {
-            let mut frame = Vec::new();
-            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-                .ipv4([10, 1, 1, 1], [10, 2, 2, 2], 64)
-                .tcp(
-                    40000 + (i % 64) as u16,
-                    80,
-                    i.wrapping_mul(size as u32),
-                    1024,
-                )
-                .write(&mut frame, &vec![i as u8; size])
-                .unwrap();
-            frame
-        })
-        .collect()
-}
+mod common;
+use common::tcp_frames;
 
 fn main() {
     // `cargo test --benches` runs bench targets with --test: one pass.
@@ -46,7 +27,7 @@ fn main() {
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let window = Some(Duration::from_millis(1));
     for size in [64usize, 512] {
-        let frames = frames(size);
+        let frames = tcp_frames(size);
         for (name, dedup, reorder) in [
             ("dedup", true, false),
             ("reorder", false, true),
@@ -75,8 +56,12 @@ fn main() {
                     };
                     delivered += u64::from(matches!(tap.judge(&probe), Verdict::Deliver));
                 }
-                assert_eq!(delivered, u64::from(PACKETS), "distinct packets all pass");
-                best = best.min(start.elapsed().as_nanos() as f64 / f64::from(PACKETS));
+                assert_eq!(
+                    delivered as usize,
+                    frames.len(),
+                    "distinct packets all pass"
+                );
+                best = best.min(start.elapsed().as_nanos() as f64 / frames.len() as f64);
             }
             println!("tap_judge/{size}/{name}: {best:.1} ns/pkt (best of {passes} passes)");
         }

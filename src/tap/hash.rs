@@ -45,8 +45,10 @@ use crate::flow::FlowKey;
 use crate::link::LinkType;
 use crate::wire::Ip;
 
-/// Bytes read from the start of the IP header, copied to clear TTL and
-/// checksum: the largest IPv4 header (60) and TCP header (60) and more.
+/// Bytes read from the start of the IP header of a packet that is not
+/// TCP: the largest IPv4 header (60) and transport header and the start of
+/// the payload. TCP headers longer than this (IPv6 extension headers) are
+/// read the same way.
 pub const HEAD: usize = 128;
 /// Bytes read from the end of what was captured, past [`HEAD`].
 pub const TAIL: usize = 16;
