@@ -135,24 +135,25 @@ impl Dedup {
         let at = at | 1;
         let bucket = self.bucket(hash);
         let window = self.window;
-        let live = |s: &Slot| s.at != 0 && s.at.abs_diff(at) <= window;
         let ways = &mut self.slots[bucket..bucket + WAYS];
-        // One pass: a live slot of this hash is a copy; else the first slot
-        // not live takes it, or, all live, the oldest.
-        let mut free = None;
+        // One pass without branches (whether a slot is live is a coin toss
+        // for the branch predictor): a live slot of this hash is a copy;
+        // else the first slot not live takes it, or, all live, the oldest.
+        let (mut copy, mut free) = (false, 0u32);
         for (i, s) in ways.iter().enumerate() {
-            match live(s) {
-                true if s.hash == hash => return true,
-                true => {}
-                false => free = free.or(Some(i)),
-            }
+            let live = (s.at != 0) & (s.at.abs_diff(at) <= window);
+            copy |= live & (s.hash == hash);
+            free |= u32::from(!live) << i;
+        }
+        if copy {
+            return true;
         }
         let victim = match free {
-            Some(i) => i,
-            None => {
+            0 => {
                 self.overwritten += 1;
                 (0..WAYS).min_by_key(|&i| ways[i].at).unwrap_or(0)
             }
+            _ => free.trailing_zeros() as usize,
         };
         ways[victim] = Slot { hash, at };
         false
