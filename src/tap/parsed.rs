@@ -97,7 +97,7 @@ fn ip_start(link: LinkType, data: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::tap::hash::tests::tcp4;
 
@@ -117,5 +117,56 @@ mod tests {
                 .ip
                 .is_none()
         );
+    }
+
+    /// IPv6 with a Destination Options header, then TCP with a 12-byte
+    /// timestamp option, then `payload`.
+    pub(crate) fn tcp6(payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0];
+        let len = (8 + 32 + payload.len()) as u16;
+        p.extend(len.to_be_bytes());
+        p.extend([60, 64]); // next: Destination Options; hop limit
+        p.extend([1; 16]);
+        p.extend([2; 16]);
+        p.extend([6, 0, 1, 4, 0, 0, 0, 0]); // next: TCP; PadN
+        p.extend([0x9c, 0x40, 0, 80, 0, 0, 0, 7, 0, 0, 0, 9, 0x80, 0x10, 4, 0]);
+        p.extend([0, 0, 0, 0, 1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 6]);
+        p.extend(payload);
+        p
+    }
+
+    #[test]
+    fn the_tcp_header_is_found_after_ipv6_extension_headers() {
+        let p = tcp6(b"hello");
+        let ip = Parsed::new(LinkType::Raw, &p, p.len()).ip.unwrap();
+        assert_eq!((ip.header_len, ip.payload_len()), (48, 37));
+        assert_eq!(ip.tcp, Some(&p[48..80]), "options included");
+    }
+
+    #[test]
+    fn a_tcp_header_cut_short_keeps_what_was_captured() {
+        let p = tcp6(b"hello");
+        // The fixed 20 bytes and a part of the options captured: the header
+        // is what there is; less than 20 bytes: no TCP header.
+        let cut = Parsed::new(LinkType::Raw, &p[..72], p.len()).ip.unwrap();
+        assert_eq!(cut.tcp, Some(&p[48..72]));
+        assert_eq!(cut.payload_len(), 37, "lengths stay those on the wire");
+        let short = Parsed::new(LinkType::Raw, &p[..60], p.len()).ip.unwrap();
+        assert_eq!(short.tcp, None);
+        // A data offset below 5 words is no TCP header.
+        let mut bad = p.clone();
+        bad[48 + 12] = 0x40;
+        assert_eq!(
+            Parsed::new(LinkType::Raw, &bad, bad.len()).ip.unwrap().tcp,
+            None
+        );
+        // A fragment carries no header to read.
+        let mut frag = p.clone();
+        frag[6] = 44;
+        frag[40] = 6;
+        frag[42] = 0; // offset 0, more fragments
+        frag[43] = 1;
+        let f = Parsed::new(LinkType::Raw, &frag, frag.len()).ip.unwrap();
+        assert_eq!(f.tcp, None);
     }
 }

@@ -225,6 +225,19 @@ mod tests {
         // Not TCP, cut short, or not IP: no segment.
         assert_eq!(segment(LinkType::En10Mb, &p[..40], p.len()), None);
         assert_eq!(segment(LinkType::Ppp, &p, p.len()), None);
+        // IPv6 behind an extension header, with options: the data offset
+        // counts, the ACK flag gives the ACK.
+        let v6 = crate::tap::parsed::tests::tcp6(b"hello");
+        let (key, s) = segment(LinkType::Raw, &v6, v6.len()).unwrap();
+        assert_eq!((s.seq, s.end, s.ack, s.syn), (7, 12, Some(9), false));
+        assert_eq!(
+            (key.a, key.b, s.dir),
+            (
+                (0x0101_0101_0101_0101_0101_0101_0101_0101, 40000),
+                (0x0202_0202_0202_0202_0202_0202_0202_0202, 80),
+                0
+            )
+        );
     }
 
     #[test]
