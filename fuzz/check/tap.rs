@@ -9,7 +9,8 @@
 //!   the ACK flag, bits 4-7 the time since the previous packet (20 us
 //!   steps; 0 repeats the time);
 //! - bytes 1, 2: sequence and acknowledgment number (small, so they meet);
-//! - byte 3: payload length (bits 0-5), truncate the packet (bit 7) to
+//! - byte 3: payload length (bits 0-5), not a packet at all but that many
+//!   bytes times three of noise (bit 6), truncate the packet (bit 7) to
 //!   byte 5's worth of it;
 //! - bytes 4, 5: unless byte 4 is 0xff, the byte at byte 4 (modulo the
 //!   length) becomes byte 5.
@@ -29,6 +30,13 @@ const WINDOW: Duration = Duration::from_millis(1);
 /// The packet of one record, as Ethernet.
 fn frame(r: &[u8; 6]) -> Vec<u8> {
     let [kind, seq, ack, len, at, value] = *r;
+    if len & 0x40 != 0 {
+        // Noise: whatever the bytes say, link layer and IP included.
+        let n = usize::from(len & 0x3f) * 3;
+        return (0..n)
+            .map(|i| r[i % 6] ^ (i as u8).wrapping_mul(37))
+            .collect();
+    }
     let (client, server) = ([10, 0, 0, 1 + (kind >> 1 & 1)], [10, 0, 0, 9]);
     let (src, dst, sport, dport) = match kind & 1 {
         0 => (client, server, 40000u16, 80u16),

@@ -113,7 +113,7 @@ impl PacketHasher {
             // checksum (see the module doc).
             Some(end) if end <= HEAD => {
                 let h = self.absorb(self.k1, &ip.bytes[..end], masks);
-                self.mix(h ^ captured as u64, ip.on_wire as u64)
+                self.lengths(h, captured, ip.on_wire)
             }
             _ => self.sampled(self.k1, ip.bytes, masks, ip.on_wire),
         }
@@ -127,8 +127,13 @@ impl PacketHasher {
         if !rest.is_empty() {
             h = self.absorb(h, &rest[rest.len().saturating_sub(TAIL)..], NO_MASK);
         }
-        // Both lengths in one multiplication (each is keyed by the mix).
-        self.mix(h ^ bytes.len() as u64, wire_len as u64)
+        self.lengths(h, bytes.len(), wire_len)
+    }
+
+    /// Folds the captured and the wire length into `h`: both in one
+    /// multiplication (each is keyed by the mix).
+    fn lengths(&self, h: u64, captured: usize, wire_len: usize) -> u64 {
+        self.mix(h ^ captured as u64, wire_len as u64)
     }
 
     /// 32 bytes at a time in two independent lanes of 16 (so that two
